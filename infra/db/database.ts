@@ -1,0 +1,132 @@
+// One handle over either PostgreSQL flavour: a server through `pg`, or PGlite in-process.
+// Everything above this file speaks kysely + `sql` and never asks which one it got,
+// except through `kind` for the few places where PGlite's single connection matters.
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+import { PGliteDialect } from 'kysely-pglite-dialect';
+import type { Tables } from './tables.ts';
+
+export type DatabaseKind = 'postgres' | 'pglite';
+
+export interface AdvisoryLock {
+  release(): Promise<void>;
+  /** Resolves when the lock is lost (its connection died); never resolves on a clean release. */
+  readonly lost: Promise<void>;
+}
+
+export interface Database {
+  readonly kind: DatabaseKind;
+  readonly db: Kysely<Tables>;
+  /** Subscribe to a NOTIFY channel; returns the unsubscribe function. */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /** A session-level advisory lock held on a connection of its own, or null when another session holds it. */
+  tryAdvisoryLock(key: string): Promise<AdvisoryLock | null>;
+  close(): Promise<void>;
+}
+
+// int8 arrives as a string from node-pg; keep it a string (we parse positions to bigint
+// ourselves) but make `count(*)`-style results usable by returning numbers for int4.
+pg.types.setTypeParser(pg.types.builtins.NUMERIC, (v) => Number(v));
+
+export type ServerOptions = { url: string; poolSize?: number; applicationName?: string };
+
+export const openServerDatabase = (opts: ServerOptions): Database => {
+  const poolConfig = { connectionString: opts.url, application_name: opts.applicationName ?? 'opsledger' };
+  const pool = new pg.Pool({ ...poolConfig, max: opts.poolSize ?? 10 });
+  // An idle client that errors (server restart) must not crash the process.
+  pool.on('error', () => undefined);
+  const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
+
+  let listener: Promise<pg.Client> | null = null;
+  const handlers = new Map<string, Set<(payload: string) => void>>();
+  const connectListener = async (): Promise<pg.Client> => {
+    const client = new pg.Client(poolConfig);
+    client.on('notification', (n) => handlers.get(n.channel)?.forEach((h) => h(n.payload ?? '')));
+    client.on('error', () => {
+      // Reconnect on the next tick and re-LISTEN; subscribers also run a slow safety poll.
+      listener = null;
+      if (handlers.size > 0) setTimeout(() => void ensureListening().catch(() => undefined), 250);
+    });
+    await client.connect();
+    for (const channel of handlers.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+    return client;
+  };
+  const ensureListening = (): Promise<pg.Client> => (listener ??= connectListener());
+  const locks = new Set<pg.Client>();
+
+  return {
+    kind: 'postgres',
+    db,
+    async listen(channel, onPayload) {
+      const fresh = !handlers.has(channel);
+      if (fresh) handlers.set(channel, new Set());
+      handlers.get(channel)!.add(onPayload);
+      const client = await ensureListening();
+      if (fresh) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      return async () => {
+        handlers.get(channel)?.delete(onPayload);
+      };
+    },
+    async tryAdvisoryLock(key) {
+      const client = new pg.Client(poolConfig);
+      let markLost: () => void = () => undefined;
+      const lost = new Promise<void>((resolve) => (markLost = resolve));
+      client.on('error', () => markLost());
+      client.on('end', () => markLost());
+      await client.connect();
+      const { rows } = await client.query('select pg_try_advisory_lock(hashtextextended($1, 0)) as ok', [key]);
+      if (!rows[0].ok) {
+        await client.end();
+        return null;
+      }
+      locks.add(client);
+      return {
+        lost,
+        async release() {
+          locks.delete(client);
+          client.removeAllListeners('end');
+          await client.end().catch(() => undefined);
+        },
+      };
+    },
+    async close() {
+      for (const c of locks) await c.end().catch(() => undefined);
+      if (listener) await (await listener.catch(() => null))?.end().catch(() => undefined);
+      handlers.clear();
+      await db.destroy();
+    },
+  };
+};
+
+export type EmbeddedOptions = { dataDir?: string; loadDataDir?: Blob };
+
+/** PGlite: one process, one connection. `dataDir` undefined means in memory. */
+export const openEmbeddedDatabase = async (opts: EmbeddedOptions = {}): Promise<Database & { pglite: PGlite }> => {
+  const pglite = await PGlite.create({ dataDir: opts.dataDir, loadDataDir: opts.loadDataDir });
+  const db = new Kysely<Tables>({ dialect: new PGliteDialect(pglite) });
+  return {
+    kind: 'pglite',
+    db,
+    pglite,
+    async listen(channel, onPayload) {
+      const unlisten = await pglite.listen(channel, onPayload);
+      return async () => unlisten();
+    },
+    // A lock file (infra/dataDirLock.ts) already makes this process the only one on the
+    // data directory, so every lock asked for here is ours; on PGlite's single
+    // connection a session lock would be re-entrant anyway.
+    async tryAdvisoryLock() {
+      return { lost: new Promise<void>(() => undefined), release: async () => undefined };
+    },
+    async close() {
+      await db.destroy();
+      if (!pglite.closed) await pglite.close();
+    },
+  };
+};
+
+/** A cheap round trip, used by readiness checks. */
+export const ping = async (database: Database): Promise<void> => {
+  await sql`select 1`.execute(database.db);
+};

@@ -1,0 +1,28 @@
+// Migrations are code (a static list, no directory scanning) so that they travel with
+// the build and run identically on PGlite and on a server.
+import { Migrator, type Migration, type MigrationProvider } from 'kysely';
+import type { Database } from './database.ts';
+import * as m0001 from './migrations/0001_eventStore.ts';
+import * as m0002 from './migrations/0002_projections.ts';
+
+const migrations: Record<string, Migration> = {
+  '0001_eventStore': m0001,
+  '0002_projections': m0002,
+};
+
+const provider: MigrationProvider = { getMigrations: async () => migrations };
+
+export class MigrationError extends Error {
+  readonly code = 'MIGRATION_FAILED';
+}
+
+/** Brings the schema up to date; safe to call from several instances at once (kysely locks). */
+export const migrateToLatest = async (database: Database): Promise<string[]> => {
+  const migrator = new Migrator({ db: database.db, provider });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new MigrationError(`migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+};
