@@ -99,11 +99,14 @@ export const openServerDatabase = (opts: ServerOptions): Database => {
   };
 };
 
+const INT8_OID = 20;
+
 export type EmbeddedOptions = { dataDir?: string; loadDataDir?: Blob };
 
 /** PGlite: one process, one connection. `dataDir` undefined means in memory. */
 export const openEmbeddedDatabase = async (opts: EmbeddedOptions = {}): Promise<Database & { pglite: PGlite }> => {
-  const pglite = await PGlite.create({ dataDir: opts.dataDir, loadDataDir: opts.loadDataDir });
+  // int8 as a string, as node-pg gives it, so that read models look the same on both.
+  const pglite = await PGlite.create({ dataDir: opts.dataDir, loadDataDir: opts.loadDataDir, parsers: { [INT8_OID]: (v: string) => v } });
   const db = new Kysely<Tables>({ dialect: new PGliteDialect(pglite) });
   return {
     kind: 'pglite',

@@ -105,6 +105,22 @@ export const createPostgresEventStore = async (
     };
   };
 
+  /** The waiting behind waitForMore; `aborted` rejects when the caller gives up. */
+  const waitOn = async (previous: ReadAllResult, aborted: Promise<never>): Promise<void> => {
+    let blocked = previous.blocked;
+    for (let attempt = 0; blocked; attempt++) {
+      // Newer commits are hidden behind an unfinished older transaction: it ends
+      // (commit or abort) within milliseconds, and an abort sends no NOTIFY.
+      const delay = BLOCKED_BACKOFF_MS[Math.min(attempt, BLOCKED_BACKOFF_MS.length - 1)]!;
+      await Promise.race([firstValueFrom(timer(delay)), aborted]);
+      const { rows } = await sql<{ xmin: string }>`select pg_snapshot_xmin(pg_current_snapshot())::text as xmin`.execute(db);
+      blocked = maxNotifiedTx >= BigInt(rows[0]!.xmin);
+    }
+    if (previous.blocked) return;
+    const woken = firstValueFrom(race(wakes.pipe(filter((n) => n > previous.wakeSeq)), timer(SAFETY_POLL_MS)));
+    await Promise.race([woken, aborted]);
+  };
+
   const store: EventStore = {
     async append(stream, events, opts = {}) {
       validateStreamName(stream);
@@ -115,7 +131,9 @@ export const createPostgresEventStore = async (
           return await appendOnce(stream, payload, expected);
         } catch (err) {
           const { code, constraint } = pgCode(err);
-          if (code === 'P0002') throw new InvalidEventError((err as Error).message);
+          // P0002: an event id of another stream; 22P02/22P05: JSON that jsonb cannot store
+          // (a lone surrogate, a NUL character).
+          if (code === 'P0002' || code === '22P02' || code === '22P05') throw new InvalidEventError((err as Error).message);
           if (code !== '23505') throw err;
           // A concurrent writer took the revision (or inserted the same event id first).
           // `any` and idempotent retries try again and see the winner's result; an exact
@@ -135,8 +153,9 @@ export const createPostgresEventStore = async (
       const from = opts.from ?? (backwards ? 'end' : 'start');
       const bound =
         typeof from === 'bigint' ? (backwards ? sql`and stream_revision <= ${from.toString()}::bigint` : sql`and stream_revision >= ${from.toString()}::bigint`) : sql``;
+      // Order by the table's column: a bare name here would mean the text output column.
       const { rows } = await sql<Row>`select ${columns} from events where stream_id = ${stream} ${bound}
-        order by stream_revision ${sql.raw(backwards ? 'desc' : 'asc')} limit ${limit}`.execute(db);
+        order by events.stream_revision ${sql.raw(backwards ? 'desc' : 'asc')} limit ${limit}`.execute(db);
       return rows.map(toEvent);
     },
 
@@ -157,7 +176,7 @@ export const createPostgresEventStore = async (
           select ${columns} from events
            where (transaction_id, global_position) > (${from.commit.toString()}::xid8, ${from.prepare.toString()}::bigint)
              and transaction_id < h.xmin ${filterSql(opts.filter)}
-           order by transaction_id, global_position
+           order by events.transaction_id, events.global_position
            limit ${limit}
         ) e on true`.execute(db);
       const horizon = BigInt(rows[0]!.horizon!);
@@ -206,25 +225,19 @@ export const createPostgresEventStore = async (
 
     async waitForMore(previous, signal) {
       if (!previous.caughtUp) return;
+      let onAbort: () => void = () => undefined;
       const aborted = new Promise<never>((_, reject) => {
-        if (signal?.aborted) reject(signal.reason);
-        signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+        onAbort = () => reject(signal!.reason);
+        if (signal?.aborted) onAbort();
+        signal?.addEventListener('abort', onAbort, { once: true });
       });
       aborted.catch(() => undefined);
-      let blocked = previous.blocked;
-      for (let attempt = 0; blocked; attempt++) {
-        // Newer commits are hidden behind an unfinished older transaction: it ends
-        // (commit or abort) within milliseconds, and an abort sends no NOTIFY.
-        const delay = BLOCKED_BACKOFF_MS[Math.min(attempt, BLOCKED_BACKOFF_MS.length - 1)]!;
-        await Promise.race([firstValueFrom(timer(delay)), aborted]);
-        const { rows } = await sql<{ xmin: string }>`select pg_snapshot_xmin(pg_current_snapshot())::text as xmin`.execute(db);
-        blocked = maxNotifiedTx >= BigInt(rows[0]!.xmin);
+      try {
+        await waitOn(previous, aborted);
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
       }
-      if (previous.blocked) return;
-      const woken = firstValueFrom(race(wakes.pipe(filter((n) => n > previous.wakeSeq)), timer(SAFETY_POLL_MS)));
-      await Promise.race([woken, aborted]);
     },
-
     async headPosition() {
       const { rows } = await sql<{ tx: string | null; gp: string | null }>`
         select transaction_id::text as tx, global_position::text as gp from events

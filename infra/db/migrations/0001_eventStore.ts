@@ -25,7 +25,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   // Answers ok=false with the actual revision on a mismatch (no exception, no subtransaction);
   // a race that slips past the check ends on the unique key, which the adapter maps to a
   // concurrency error. A batch whose first event id is already in the stream is a retry:
-  // it appends nothing and answers the original positions.
+  // it appends nothing and answers the original positions. Any other id of the batch
+  // that is already stored is an error (P0002), as is a first one of another stream.
   await sql.raw(`
     create function opl_append(p_stream text, p_expected bigint, p_events jsonb)
     returns table (ok boolean, revision bigint, transaction_id text, first_position bigint, last_position bigint, duplicate boolean)
@@ -35,6 +36,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       v_dup record;
       v_count int := jsonb_array_length(p_events);
     begin
+      -- Writers to one stream take turns (the two-key advisory space is not the one of
+      -- database.ts's session locks): a race is settled here, not by retries on the key.
+      perform pg_advisory_xact_lock(1869639788, hashtext(p_stream));
       select e.stream_id, e.stream_revision into v_dup from events e where e.event_id = (p_events->0->>'id')::uuid;
       if found then
         if v_dup.stream_id <> p_stream then
@@ -43,6 +47,11 @@ export async function up(db: Kysely<unknown>): Promise<void> {
         return query select true, max(e.stream_revision), max(e.transaction_id)::text, min(e.global_position), max(e.global_position), true
           from events e where e.event_id in (select (x->>'id')::uuid from jsonb_array_elements(p_events) x);
         return;
+      end if;
+      select e.event_id, e.stream_id into v_dup from events e
+       where e.event_id in (select (x->>'id')::uuid from jsonb_array_elements(p_events) x) limit 1;
+      if found then
+        raise exception 'event id % already belongs to stream %', v_dup.event_id, v_dup.stream_id using errcode = 'P0002';
       end if;
       select max(e.stream_revision) into v_current from events e where e.stream_id = p_stream;
       if (p_expected = -1 and v_current is not null)

@@ -1,0 +1,102 @@
+// `opsledger <command>`: the CLI entry. Parses arguments, loads the configuration (a bad
+// value stops here with one line), and hands over to the composition root.
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../infra/config.ts';
+import { loadConfig } from '../infra/config.ts';
+import { createLogger } from '../infra/logger.ts';
+import { createProgressReporter } from '../infra/progressReporter.ts';
+import { openKernel, projectors, startServer, VERSION } from './app.ts';
+
+const HELP = `opsledger ${VERSION} — event-sourced control plane for fleets
+
+Usage: opsledger <command> [options]
+
+Commands:
+  serve                       run the API, projections and workers (default data: ./data, embedded PostgreSQL)
+  replay [--projection NAME]  rebuild read models from the event log (all projections, or one)
+  help, --help                show this help
+  --version                   print the version
+
+Projections: ${projectors.map((p) => p.name).join(', ')}
+Configuration is read from the environment (PORT, HOST, DATA_DIR, DATABASE_URL, LOG_LEVEL, …); see README.md.
+`;
+
+const fail = (message: string): never => {
+  process.stderr.write(`opsledger: ${message}\n`);
+  process.exit(1);
+};
+
+const serve = async () => {
+  const config = loadConfig();
+  const logger = createLogger(config);
+  const running = await startServer(config, logger);
+  logger.info({ url: running.url, version: VERSION, data: config.databaseUrl ? 'server' : config.dataDir }, 'opsledger listening');
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down: draining requests and stopping workers');
+    const force = setTimeout(() => {
+      logger.error('shutdown took longer than 20 s; exiting');
+      process.exit(1);
+    }, 20_000);
+    force.unref();
+    running.close().then(
+      () => { logger.info('stopped'); process.exit(0); },
+      (err) => { logger.error({ err }, 'shutdown failed'); process.exit(1); },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+};
+
+const replay = async (only: string | undefined) => {
+  const config = loadConfig();
+  const logger = createLogger({ ...config, logLevel: 'warn' });
+  const names = projectors.map((p) => p.name);
+  if (only && !names.includes(only)) fail(`unknown projection "${only}"; known: ${names.join(', ')}`);
+  const kernel = await openKernel(config, logger);
+  try {
+    for (const name of only ? [only] : names) {
+      const progress = createProgressReporter(`replay ${name}`);
+      const started = performance.now();
+      const result = await kernel.runtime.replay(name, (p) => progress.update(p.done, p.total));
+      const seconds = (performance.now() - started) / 1000;
+      progress.finish(`replay ${name}: ${result.events} events in ${seconds.toFixed(1)} s`);
+    }
+  } finally {
+    await kernel.close();
+  }
+};
+
+const main = async () => {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      allowPositionals: true,
+      options: { projection: { type: 'string' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' } },
+    });
+  } catch (err) {
+    return fail(`${(err as Error).message}\nRun "opsledger --help" for usage.`);
+  }
+  const [command, ...rest] = parsed.positionals;
+  if (parsed.values.version) return void process.stdout.write(`${VERSION}\n`);
+  if (parsed.values.help || command === 'help' || command === undefined) return void process.stdout.write(HELP);
+  if (rest.length > 0) return fail(`unexpected argument "${rest[0]}"\nRun "opsledger --help" for usage.`);
+  switch (command) {
+    case 'serve':
+      return serve();
+    case 'replay':
+      return replay(parsed.values.projection);
+    default:
+      return fail(`unknown command "${command}"\nRun "opsledger --help" for usage.`);
+  }
+};
+
+main().catch((err: unknown) => {
+  // Expected failures (bad configuration, data directory in use) are one clear line; no stack.
+  const coded = err as { code?: unknown; message?: string };
+  if (err instanceof ConfigError || typeof coded.code === 'string') fail(coded.message ?? String(err));
+  process.stderr.write(`opsledger: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});
