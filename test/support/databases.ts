@@ -22,11 +22,16 @@ const template = (): Promise<Blob> =>
 /** A fresh database with the schema migrated. */
 export const freshDatabase = async (flavour: Flavour, opts: { poolSize?: number } = {}): Promise<Database> => {
   if (flavour === 'pglite') return openEmbeddedDatabase({ loadDataDir: await template() });
+  return (await freshServerDatabase(opts)).database;
+};
+
+/** A fresh, migrated database on the server, with its URL (for tests that open raw `pg` clients). */
+export const freshServerDatabase = async (opts: { poolSize?: number } = {}): Promise<{ database: Database; url: string }> => {
   const server = await postgresServer();
   const url = await createDatabase(server, `t_${randomUUID().replace(/-/g, '')}`);
   const database = openServerDatabase({ url, poolSize: opts.poolSize ?? 10 });
   await migrateToLatest(database);
-  return database;
+  return { database, url };
 };
 
 /** URL of a fresh, empty (unmigrated) server database, for tests that spawn processes. */
