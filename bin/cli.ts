@@ -30,7 +30,6 @@ const serve = async () => {
   const config = loadConfig();
   const logger = createLogger(config);
   const running = await startServer(config, logger);
-  logger.info({ url: running.url, version: VERSION, data: config.databaseUrl ? 'server' : config.dataDir }, 'opsledger listening');
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
@@ -48,6 +47,8 @@ const serve = async () => {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  // Only now: whoever waits for this line may signal us at once, and must get a clean shutdown.
+  logger.info({ url: running.url, version: VERSION, data: config.databaseUrl ? 'server' : config.dataDir }, 'opsledger listening');
 };
 
 const replay = async (only: string | undefined) => {

@@ -5,7 +5,7 @@
 import { sql } from 'kysely';
 import { BehaviorSubject, Subject, filter, firstValueFrom, timeout, type Observable } from 'rxjs';
 import type { Database } from '../infra/db/database.ts';
-import { TimeoutError } from '../infra/errors.ts';
+import { AppError, TimeoutError } from '../infra/errors.ts';
 import type { EventStore, RecordedEvent } from '../infra/eventStore/eventStore.ts';
 import { comparePositions, formatPosition, parsePosition, START, type Position } from '../infra/eventStore/position.ts';
 import type { Change, Projector } from './projector.ts';
@@ -152,6 +152,7 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
       const leading = new AbortController();
       const onAbort = () => leading.abort();
       signal.addEventListener('abort', onAbort, { once: true });
+      if (signal.aborted) leading.abort(); // stop() came while we waited for the lock
       void lock.lost.then(() => leading.abort());
       try {
         let { version, position } = await readCheckpoint(p);
@@ -245,7 +246,7 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
       const slot = slotOf(name);
       const p = slot.projector;
       const lock = await database.tryAdvisoryLock(`opl:projection:${p.name}`);
-      if (!lock) throw new Error(`projection ${name} is being run by another Opsledger instance; stop it before replaying`);
+      if (!lock) throw new AppError('PROJECTION_BUSY', `projection ${name} is being run by another Opsledger instance; stop it before replaying`);
       try {
         await readCheckpoint(p);
         const typeFilter = p.handles === 'all' ? sql`` : sql`where type = any(${[...p.handles]}::text[])`;
