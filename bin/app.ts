@@ -6,11 +6,12 @@ import { createServer, type Server } from 'node:http';
 import express from 'express';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
-import type { Config } from '../infra/config.ts';
+import { ConfigError, type Config } from '../infra/config.ts';
 import { acquireDataDirLock } from '../infra/dataDirLock.ts';
 import { openEmbeddedDatabase, openServerDatabase, ping, type Database } from '../infra/db/database.ts';
 import { migrateToLatest } from '../infra/db/migrate.ts';
 import type { EventStore } from '../infra/eventStore/eventStore.ts';
+import { createEsdbEventStore } from '../infra/eventStore/esdbEventStore.ts';
 import { createPostgresEventStore } from '../infra/eventStore/postgresEventStore.ts';
 import { formatPosition } from '../infra/eventStore/position.ts';
 import { createProjectionRuntime, type ProjectionRuntime } from '../projections/projectionRuntime.ts';
@@ -28,6 +29,11 @@ export type Kernel = {
   close(): Promise<void>;
 };
 
+const requireEventStoreUrl = (config: Config): string => {
+  if (!config.eventStoreUrl) throw new ConfigError('EVENT_STORE=esdb needs EVENTSTORE_URL (esdb://host:2113?tls=false, or a cluster string)');
+  return config.eventStoreUrl;
+};
+
 /** Database, migrations, event store and projection runtime (not started). */
 export const openKernel = async (config: Config, logger: Logger): Promise<Kernel> => {
   const embedded = !config.databaseUrl;
@@ -38,10 +44,10 @@ export const openKernel = async (config: Config, logger: Logger): Promise<Kernel
       : openServerDatabase({ url: config.databaseUrl! });
     const applied = await migrateToLatest(database);
     if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
-    if (config.eventStore !== 'postgres') {
-      throw new Error(`EVENT_STORE=${config.eventStore} is not available in this build; use EVENT_STORE=postgres`);
-    }
-    const store = await createPostgresEventStore(database);
+    // Events on EventStoreDB when asked; the read models (and checkpoints) stay on PostgreSQL/PGlite.
+    const store = config.eventStore === 'esdb'
+      ? await createEsdbEventStore(requireEventStoreUrl(config))
+      : await createPostgresEventStore(database);
     const runtime = createProjectionRuntime({ database, store, projectors, logger });
     return {
       database,
@@ -60,10 +66,17 @@ export const openKernel = async (config: Config, logger: Logger): Promise<Kernel
   }
 };
 
-/** Lag of each projection in events, counted up to a cap so the probe stays cheap. */
-const projectionDetails = async (kernel: Kernel) => {
+/**
+ * Lag of each projection in events, counted up to a cap so the probe stays cheap. Counted
+ * in the database's events table, so null when the events live on EventStoreDB.
+ */
+const projectionDetails = async (kernel: Kernel, countLag: boolean) => {
   const out = [];
   for (const s of kernel.runtime.status()) {
+    if (!countLag) {
+      out.push({ name: s.name, version: s.version, state: s.state, position: formatPosition(s.position), lag_events: null, last_error: s.lastError });
+      continue;
+    }
     const { rows } = await sql<{ n: number }>`select count(*)::int as n from (select 1 from events
       where (transaction_id, global_position) > (${s.position.commit.toString()}::xid8, ${s.position.prepare.toString()}::bigint)
       limit 100001) t`.execute(kernel.database.db);
@@ -85,7 +98,7 @@ export const startServer = async (config: Config, logger: Logger): Promise<Runni
       database: () => ping(kernel.database),
       event_store: async () => void (await kernel.store.headPosition()),
     },
-    details: async () => ({ projections: await projectionDetails(kernel) }),
+    details: async () => ({ projections: await projectionDetails(kernel, config.eventStore === 'postgres') }),
   }));
   app.use((_req, res) => {
     res.status(404).type('application/problem+json').json({ type: 'about:blank', title: 'Not Found', status: 404, code: 'NOT_FOUND', detail: 'no such endpoint' });

@@ -6,7 +6,7 @@ import { sql } from 'kysely';
 import { BehaviorSubject, Subject, filter, firstValueFrom, timeout, type Observable } from 'rxjs';
 import type { Database } from '../infra/db/database.ts';
 import { AppError, TimeoutError } from '../infra/errors.ts';
-import type { EventStore, RecordedEvent } from '../infra/eventStore/eventStore.ts';
+import type { EventStore, ReadAllResult, RecordedEvent } from '../infra/eventStore/eventStore.ts';
 import { comparePositions, formatPosition, parsePosition, START, type Position } from '../infra/eventStore/position.ts';
 import type { Change, Projector } from './projector.ts';
 
@@ -58,6 +58,8 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
   const { db } = database;
   const log = opts.logger ?? silent;
   const batchSize = opts.batchSize ?? 500;
+  // Rebuilds take bigger bites: fewer transactions per event.
+  const replayBatchSize = Math.max(batchSize, 2000);
   const changes = new Subject<Change>();
   const slots = new Map<string, Slot>(
     opts.projectors.map((p) => [p.name, { projector: p, progress: new BehaviorSubject(START), state: 'stopped', lastError: null }]),
@@ -103,18 +105,24 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
         .where(sql<boolean>`(transaction_id, global_position) = (${from.commit.toString()}::xid8, ${from.prepare.toString()}::bigint)`)
         .executeTakeFirst();
       if (moved.numUpdatedRows !== 1n) throw new LostLeadership(`checkpoint of ${p.name} moved under us`);
-      await sql`select pg_notify(${CHECKPOINT_CHANNEL}, ${`${p.name} ${formatPosition(to)}`})`.execute(trx);
     });
     return produced;
   };
 
-  /** Reads and applies until caught up (or `until` says stop); returns the checkpoint reached. */
+  /**
+   * Reads and applies until stopped (or, with `follow` false, until caught up); returns the
+   * checkpoint reached. While a full page is applied the next one is already being read.
+   */
   const catchUp = async (slot: Slot, from: Position, signal: AbortSignal, onBatch?: (n: number) => void, follow = true) => {
     const p = slot.projector;
+    const read = (after: Position) => store.readAll({ from: after, maxCount: follow ? batchSize : replayBatchSize, filter: handlesFilter(p) });
     let checkpoint = from;
     let savedAt = Date.now();
+    let next: Promise<ReadAllResult> | null = null;
     while (!signal.aborted) {
-      const page = await store.readAll({ from: checkpoint, maxCount: batchSize, filter: handlesFilter(p) });
+      const page: ReadAllResult = await (next ?? read(checkpoint));
+      next = page.caughtUp ? null : read(page.scannedTo);
+      next?.catch(() => undefined); // its error, if any, surfaces when awaited
       const idle = page.events.length === 0;
       if (!idle || (Date.now() - savedAt > IDLE_CHECKPOINT_MS && comparePositions(page.scannedTo, checkpoint) > 0)) {
         const produced = await applyBatch(p, page.events, checkpoint, page.scannedTo);
@@ -122,10 +130,14 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
         savedAt = Date.now();
         if (!idle) onBatch?.(page.events.length);
         for (const c of produced) changes.next(c);
+        // Standby instances follow the leader's progress (after commit: see database.notify).
+        if (follow) void database.notify(CHECKPOINT_CHANNEL, `${p.name} ${formatPosition(checkpoint)}`).catch(() => undefined);
       }
       advance(slot, page.scannedTo);
       if (!follow && page.caughtUp && !page.blocked) return checkpoint;
-      if (page.caughtUp) await store.waitForMore(page, signal).catch(() => undefined);
+      if (page.caughtUp) {
+        await store.waitForMore(page, signal).catch(() => undefined);
+      }
     }
     return checkpoint;
   };

@@ -18,6 +18,11 @@ export interface AdvisoryLock {
 export interface Database {
   readonly kind: DatabaseKind;
   readonly db: Kysely<Tables>;
+  /**
+   * NOTIFY in a transaction of its own that does not wait for the disk: a notification
+   * is a wake-up, not data, and PostgreSQL holds a global lock from NOTIFY to commit.
+   */
+  notify(channel: string, payload: string): Promise<void>;
   /** Subscribe to a NOTIFY channel; returns the unsubscribe function. */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
   /** A session-level advisory lock held on a connection of its own, or null when another session holds it. */
@@ -58,6 +63,7 @@ export const openServerDatabase = (opts: ServerOptions): Database => {
   return {
     kind: 'postgres',
     db,
+    notify: (channel, payload) => notify(db, channel, payload),
     async listen(channel, onPayload) {
       const fresh = !handlers.has(channel);
       if (fresh) handlers.set(channel, new Set());
@@ -111,6 +117,7 @@ export const openEmbeddedDatabase = async (opts: EmbeddedOptions = {}): Promise<
   return {
     kind: 'pglite',
     db,
+    notify: (channel, payload) => notify(db, channel, payload),
     pglite,
     async listen(channel, onPayload) {
       const unlisten = await pglite.listen(channel, onPayload);
@@ -127,6 +134,10 @@ export const openEmbeddedDatabase = async (opts: EmbeddedOptions = {}): Promise<
       if (!pglite.closed) await pglite.close();
     },
   };
+};
+
+const notify = async (db: Kysely<Tables>, channel: string, payload: string): Promise<void> => {
+  await sql`select set_config('synchronous_commit', 'off', true), pg_notify(${channel}, ${payload})`.execute(db);
 };
 
 /** A cheap round trip, used by readiness checks. */

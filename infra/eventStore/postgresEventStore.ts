@@ -70,13 +70,35 @@ export const createPostgresEventStore = async (
   // Wake-ups: a counter bumped by every NOTIFY, and the highest writer xid seen in one.
   const wakes = new BehaviorSubject<number>(0);
   let maxNotifiedTx = 0n;
-  const unlisten = await database.listen(CHANNEL, (payload) => {
-    if (/^\d+$/.test(payload)) {
-      const tx = BigInt(payload);
-      if (tx > maxNotifiedTx) maxNotifiedTx = tx;
-    }
+  const noteAppended = (tx: bigint) => {
+    if (tx > maxNotifiedTx) maxNotifiedTx = tx;
     wakes.next(wakes.value + 1);
+  };
+  const unlisten = await database.listen(CHANNEL, (payload) => {
+    if (/^\d+$/.test(payload)) noteAppended(BigInt(payload));
   });
+
+  // Other processes learn of appends from a NOTIFY sent after commit, outside the append's
+  // transaction (see opl_append). One is in flight at a time, carrying the newest xid;
+  // appends that land meanwhile ride on the next one. Local subscribers wake at once.
+  let notifyWanted = 0n;
+  let notifying: Promise<void> | null = null;
+  const announce = (tx: bigint) => {
+    noteAppended(tx);
+    if (tx > notifyWanted) notifyWanted = tx;
+    notifying ??= (async () => {
+      try {
+        for (let sent = 0n; sent < notifyWanted; ) {
+          sent = notifyWanted;
+          await database.notify(CHANNEL, sent.toString());
+        }
+      } catch {
+        // Subscribers elsewhere fall back on their safety poll.
+      } finally {
+        notifying = null;
+      }
+    })();
+  };
 
   const toEvent = (r: Row): RecordedEvent =>
     upcast({
@@ -90,18 +112,35 @@ export const createPostgresEventStore = async (
       createdAt: r.created_at instanceof Date ? r.created_at : new Date(r.created_at),
     });
 
-  const appendOnce = async (stream: string, payload: string, expected: ExpectedRevision): Promise<AppendResult> => {
-    const { rows } = await sql<{
-      ok: boolean; revision: string | number | null; transaction_id: string | null;
-      last_position: string | number | null; duplicate: boolean;
-    }>`select ok, revision::text as revision, transaction_id, last_position::text as last_position, duplicate
-       from opl_append(${stream}::text, ${expectedCode(expected).toString()}::bigint, ${payload}::jsonb)`.execute(db);
-    const r = rows[0]!;
-    if (!r.ok) throw new ConcurrencyError(stream, describeExpected(expected), r.revision === null ? null : BigInt(r.revision));
+  const callAppend = async (stream: string, payload: string, expected: ExpectedRevision) => {
+    const { rows } = await sql<{ ok: boolean; revision: string | null; transaction_id: string | null; last_position: string | null }>`
+      select ok, revision::text as revision, transaction_id, last_position::text as last_position
+        from opl_append(${stream}::text, ${expectedCode(expected).toString()}::bigint, ${payload}::jsonb)`.execute(db);
+    return rows[0]!;
+  };
+
+  /**
+   * The slow path of a refused append: were these very events stored before (a client
+   * retrying)? Then answer the original result. Ids stored elsewhere, or only some of
+   * them, are an error of the caller's.
+   */
+  const findStored = async (stream: string, payload: string, count: number): Promise<AppendResult | null> => {
+    const { rows } = await sql<{ stream_id: string; n: number; revision: string; tx: string; gp: string }>`
+      select stream_id, count(*)::int as n, max(stream_revision)::text as revision,
+             max(transaction_id)::text as tx, max(global_position)::text as gp
+        from events
+       where event_id = any(array(select (x->>'id')::uuid from jsonb_array_elements(${payload}::jsonb) x))
+       group by stream_id`.execute(db);
+    if (rows.length === 0) return null;
+    const [only] = rows;
+    if (rows.length > 1 || only!.stream_id !== stream || only!.n !== count) {
+      const where = rows.map((r) => `${r.n} in stream ${r.stream_id}`).join(', ');
+      throw new InvalidEventError(`event ids of this batch are already stored (${where}); a retry must repeat the whole batch on the same stream`);
+    }
     return {
-      nextExpectedRevision: BigInt(r.revision!),
-      position: { commit: BigInt(r.transaction_id!), prepare: BigInt(r.last_position!) },
-      duplicate: r.duplicate,
+      nextExpectedRevision: BigInt(only!.revision),
+      position: { commit: BigInt(only!.tx), prepare: BigInt(only!.gp) },
+      duplicate: true,
     };
   };
 
@@ -127,22 +166,31 @@ export const createPostgresEventStore = async (
       const expected = opts.expectedRevision ?? 'any';
       const payload = serializeEvents(events);
       for (let attempt = 0; ; attempt++) {
+        let actual: bigint | null | undefined;
         try {
-          return await appendOnce(stream, payload, expected);
-        } catch (err) {
-          const { code, constraint } = pgCode(err);
-          // P0002: an event id of another stream; 22P02/22P05: JSON that jsonb cannot store
-          // (a lone surrogate, a NUL character).
-          if (code === 'P0002' || code === '22P02' || code === '22P05') throw new InvalidEventError((err as Error).message);
-          if (code !== '23505') throw err;
-          // A concurrent writer took the revision (or inserted the same event id first).
-          // `any` and idempotent retries try again and see the winner's result; an exact
-          // expectation has lost the race.
-          const retry = constraint === 'events_event_id_key' || expected === 'any';
-          if (!retry || attempt >= 20) {
-            throw new ConcurrencyError(stream, describeExpected(expected), await store.streamRevision(stream));
+          const r = await callAppend(stream, payload, expected);
+          if (r.ok) {
+            const result = {
+              nextExpectedRevision: BigInt(r.revision!),
+              position: { commit: BigInt(r.transaction_id!), prepare: BigInt(r.last_position!) },
+              duplicate: false,
+            };
+            announce(result.position.commit);
+            return result;
           }
+          actual = r.revision === null ? null : BigInt(r.revision);
+        } catch (err) {
+          const { code } = pgCode(err);
+          // JSON that jsonb cannot store (a lone surrogate, a NUL character).
+          if (code === '22P02' || code === '22P05') throw new InvalidEventError((err as Error).message);
+          // 23505: an event id is already stored (checked below), or a concurrent writer
+          // with the same new id has not finished yet (try again).
+          if (code !== '23505') throw err;
         }
+        const stored = await findStored(stream, payload, events.length);
+        if (stored) return stored;
+        if (actual !== undefined) throw new ConcurrencyError(stream, describeExpected(expected), actual);
+        if (attempt >= 5) throw new ConcurrencyError(stream, describeExpected(expected), await store.streamRevision(stream));
       }
     },
 
@@ -247,6 +295,7 @@ export const createPostgresEventStore = async (
     },
 
     async close() {
+      await notifying;
       await unlisten();
       wakes.complete();
     },
