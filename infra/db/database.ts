@@ -1,7 +1,7 @@
 // One handle over either PostgreSQL flavour: a server through `pg`, or PGlite in-process.
 // Everything above this file speaks kysely + `sql` and never asks which one it got,
 // except through `kind` for the few places where PGlite's single connection matters.
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { PGliteDialect } from 'kysely-pglite-dialect';
@@ -23,6 +23,12 @@ export interface Database {
    * is a wake-up, not data, and PostgreSQL holds a global lock from NOTIFY to commit.
    */
   notify(channel: string, payload: string): Promise<void>;
+  /**
+   * One statement on the hot path, outside kysely: on a server it runs as a named
+   * prepared statement (parsed and planned once per connection). On PGlite it goes
+   * through kysely's connection queue so that it never lands inside another's transaction.
+   */
+  hotQuery<R>(name: string, text: string, values: readonly unknown[]): Promise<R[]>;
   /** Subscribe to a NOTIFY channel; returns the unsubscribe function. */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
   /** A session-level advisory lock held on a connection of its own, or null when another session holds it. */
@@ -63,7 +69,14 @@ export const openServerDatabase = (opts: ServerOptions): Database => {
   return {
     kind: 'postgres',
     db,
-    notify: (channel, payload) => notify(db, channel, payload),
+    // On the listener's own connection: notifications never wait for a pooled one.
+    async notify(channel, payload) {
+      const client = await ensureListening();
+      await client.query(NOTIFY_SQL, [channel, payload]);
+    },
+    async hotQuery<R>(name: string, text: string, values: readonly unknown[]) {
+      return (await pool.query({ name, text, values: [...values] })).rows as R[];
+    },
     async listen(channel, onPayload) {
       const fresh = !handlers.has(channel);
       if (fresh) handlers.set(channel, new Set());
@@ -118,6 +131,9 @@ export const openEmbeddedDatabase = async (opts: EmbeddedOptions = {}): Promise<
     kind: 'pglite',
     db,
     notify: (channel, payload) => notify(db, channel, payload),
+    async hotQuery<R>(_name: string, text: string, values: readonly unknown[]) {
+      return (await db.executeQuery<R>(CompiledQuery.raw(text, [...values]))).rows;
+    },
     pglite,
     async listen(channel, onPayload) {
       const unlisten = await pglite.listen(channel, onPayload);
@@ -136,8 +152,9 @@ export const openEmbeddedDatabase = async (opts: EmbeddedOptions = {}): Promise<
   };
 };
 
+const NOTIFY_SQL = `select set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`;
 const notify = async (db: Kysely<Tables>, channel: string, payload: string): Promise<void> => {
-  await sql`select set_config('synchronous_commit', 'off', true), pg_notify(${channel}, ${payload})`.execute(db);
+  await db.executeQuery(CompiledQuery.raw(NOTIFY_SQL, [channel, payload]));
 };
 
 /** A cheap round trip, used by readiness checks. */

@@ -91,6 +91,8 @@ export const createPostgresEventStore = async (
         for (let sent = 0n; sent < notifyWanted; ) {
           sent = notifyWanted;
           await database.notify(CHANNEL, sent.toString());
+          // Under a stream of appends, one NOTIFY per millisecond or so is plenty.
+          if (sent < notifyWanted) await new Promise((resolve) => setTimeout(resolve, 1));
         }
       } catch {
         // Subscribers elsewhere fall back on their safety poll.
@@ -113,9 +115,12 @@ export const createPostgresEventStore = async (
     });
 
   const callAppend = async (stream: string, payload: string, expected: ExpectedRevision) => {
-    const { rows } = await sql<{ ok: boolean; revision: string | null; transaction_id: string | null; last_position: string | null }>`
-      select ok, revision::text as revision, transaction_id, last_position::text as last_position
-        from opl_append(${stream}::text, ${expectedCode(expected).toString()}::bigint, ${payload}::jsonb)`.execute(db);
+    const rows = await database.hotQuery<{ ok: boolean; revision: string | null; transaction_id: string | null; last_position: string | null }>(
+      'opl_append',
+      `select ok, revision::text as revision, transaction_id, last_position::text as last_position
+         from opl_append($1::text, $2::bigint, $3::jsonb)`,
+      [stream, expectedCode(expected).toString(), payload],
+    );
     return rows[0]!;
   };
 

@@ -22,9 +22,10 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`create index events_type_idx on events (type, transaction_id, global_position)`.execute(db);
 
   // p_expected: -1 no_stream, -2 any, -3 stream_exists, n >= 0 the exact revision.
-  // One statement per append, and nothing in it that grows with the log: writers to one
-  // stream take turns on a transaction-scoped advisory lock (a two-key space apart from
-  // database.ts's session locks), the revision comes from a backward index scan, and a
+  // One statement per append, and nothing in it that grows with the log: `any` writers to
+  // one stream take turns on a transaction-scoped advisory lock (a two-key space apart from
+  // database.ts's session locks) so they never lose a race; for an exact expectation the
+  // unique key settles races. The revision comes from a backward index scan, and a
   // mismatch answers ok=false (no exception, no subtransaction). Retries of stored events
   // are recognised by the adapter only on the slow path (a mismatch or the event_id key).
   // No NOTIFY here: it would hold PostgreSQL's global notify lock across the commit's
@@ -37,7 +38,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       v_current bigint;
       v_count int := jsonb_array_length(p_events);
     begin
-      perform pg_advisory_xact_lock(1869639788, hashtext(p_stream));
+      if p_expected = -2 then
+        perform pg_advisory_xact_lock(1869639788, hashtext(p_stream));
+      end if;
       select max(e.stream_revision) into v_current from events e where e.stream_id = p_stream;
       if (p_expected = -1 and v_current is not null)
          or (p_expected = -3 and v_current is null)
