@@ -58,8 +58,8 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
   const { db } = database;
   const log = opts.logger ?? silent;
   const batchSize = opts.batchSize ?? 500;
-  // Rebuilds take bigger bites: fewer transactions per event.
-  const replayBatchSize = Math.max(batchSize, 2000);
+  // Rebuilds take bigger bites: fewer transactions and checkpoints per event.
+  const replayBatchSize = Math.max(batchSize, 5000);
   const changes = new Subject<Change>();
   const slots = new Map<string, Slot>(
     opts.projectors.map((p) => [p.name, { projector: p, progress: new BehaviorSubject(START), state: 'stopped', lastError: null }]),

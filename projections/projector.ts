@@ -29,5 +29,9 @@ export interface Projector {
   readonly handles: readonly string[] | 'all';
   /** Tables it owns; emptied before a rebuild. */
   readonly tables: readonly (keyof Tables & string)[];
+  /**
+   * Up to the runtime's batch size (500 live, 5,000 while replaying) events at once: a
+   * multi-row INSERT must stay under PostgreSQL's 65,535 parameters (chunk it).
+   */
   apply(trx: Transaction<Tables>, events: readonly RecordedEvent[], emit: Emit): Promise<void>;
 }

@@ -4,7 +4,7 @@ import { BehaviorSubject, filter, firstValueFrom, map, race, timer, type Observa
 import type { Database } from '../db/database.ts';
 import { ConcurrencyError, InvalidEventError } from '../errors.ts';
 import type {
-  AllFilter, AppendResult, EventStore, ExpectedRevision, NewEvent, ReadAllOptions, ReadAllResult,
+  AllFilter, AppendResult, EventMetadata, EventStore, ExpectedRevision, ReadAllOptions, ReadAllResult,
   RecordedEvent, SubscribeAllOptions, Subscription,
 } from './eventStore.ts';
 import { maxPosition, START, type Position } from './position.ts';
@@ -25,8 +25,10 @@ type Row = {
   event_id: string;
   type: string;
   data: Record<string, unknown>;
-  metadata: NewEvent['metadata'];
-  created_at: Date | string;
+  /** As text: parsed only when a reader looks at it (most projectors never do). */
+  metadata: string;
+  /** timestamptz as ISO-style text (DateStyle ISO), parsed on first use. */
+  created_at: string;
 };
 
 const expectedCode = (e: ExpectedRevision): bigint => {
@@ -46,7 +48,8 @@ const pgCode = (err: unknown): { code?: string; constraint?: string } =>
   (typeof err === 'object' && err !== null ? err : {}) as { code?: string; constraint?: string };
 
 const columns = sql.raw(`global_position::text as global_position, transaction_id::text as transaction_id, stream_id,
-  stream_revision::text as stream_revision, event_id::text as event_id, type, data, metadata, created_at`);
+  stream_revision::text as stream_revision, event_id::text as event_id, type, data, metadata::text as metadata,
+  created_at::text as created_at`);
 
 const filterSql = (f: AllFilter | undefined): RawBuilder<unknown> => {
   const parts: RawBuilder<unknown>[] = [];
@@ -102,17 +105,25 @@ export const createPostgresEventStore = async (
     })();
   };
 
-  const toEvent = (r: Row): RecordedEvent =>
-    upcast({
+  // Replays read hundreds of thousands of events: metadata and time are parsed on first use only.
+  const toEvent = (r: Row): RecordedEvent => {
+    let metadata: EventMetadata | undefined;
+    let createdAt: Date | undefined;
+    return upcast({
       id: r.event_id,
       type: r.type,
       data: r.data,
-      metadata: r.metadata,
+      get metadata() {
+        return (metadata ??= JSON.parse(r.metadata) as EventMetadata);
+      },
       streamId: r.stream_id,
       revision: BigInt(r.stream_revision),
       position: { commit: BigInt(r.transaction_id), prepare: BigInt(r.global_position) },
-      createdAt: r.created_at instanceof Date ? r.created_at : new Date(r.created_at),
+      get createdAt() {
+        return (createdAt ??= new Date(r.created_at));
+      },
     });
+  };
 
   const callAppend = async (stream: string, payload: string, expected: ExpectedRevision) => {
     const rows = await database.hotQuery<{ ok: boolean; revision: string | null; transaction_id: string | null; last_position: string | null }>(
