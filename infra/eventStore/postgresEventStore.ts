@@ -15,6 +15,7 @@ const CHANNEL = 'opl_events';
 const MAX_INT8 = 9223372036854775807n;
 const SAFETY_POLL_MS = 1000; // only matters if a NOTIFY is lost (listener reconnecting)
 const BLOCKED_BACKOFF_MS = [1, 2, 5, 10, 20, 50, 100];
+const NOTIFY_INTERVAL_MS = 5;
 
 type Row = {
   horizon?: string;
@@ -94,8 +95,9 @@ export const createPostgresEventStore = async (
         for (let sent = 0n; sent < notifyWanted; ) {
           sent = notifyWanted;
           await database.notify(CHANNEL, sent.toString());
-          // Under a stream of appends, one NOTIFY per millisecond or so is plenty.
-          if (sent < notifyWanted) await new Promise((resolve) => setTimeout(resolve, 1));
+          // Under a stream of appends, one NOTIFY per few milliseconds is plenty: each is a
+          // transaction of its own. A lone append is announced at once.
+          if (sent < notifyWanted) await new Promise((resolve) => setTimeout(resolve, NOTIFY_INTERVAL_MS));
         }
       } catch {
         // Subscribers elsewhere fall back on their safety poll.
