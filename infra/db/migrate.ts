@@ -4,10 +4,14 @@ import { Migrator, type Migration, type MigrationProvider } from 'kysely';
 import type { Database } from './database.ts';
 import * as m0001 from './migrations/0001_eventStore.ts';
 import * as m0002 from './migrations/0002_projections.ts';
+import * as m0003 from './migrations/0003_idempotency.ts';
+import * as m0004 from './migrations/0004_vault.ts';
 
 const migrations: Record<string, Migration> = {
   '0001_eventStore': m0001,
   '0002_projections': m0002,
+  '0003_idempotency': m0003,
+  '0004_vault': m0004,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };
