@@ -6,12 +6,14 @@ import * as m0001 from './migrations/0001_eventStore.ts';
 import * as m0002 from './migrations/0002_projections.ts';
 import * as m0003 from './migrations/0003_idempotency.ts';
 import * as m0004 from './migrations/0004_vault.ts';
+import * as m0005 from './migrations/0005_identity.ts';
 
 const migrations: Record<string, Migration> = {
   '0001_eventStore': m0001,
   '0002_projections': m0002,
   '0003_idempotency': m0003,
   '0004_vault': m0004,
+  '0005_identity': m0005,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };
