@@ -10,11 +10,13 @@ export type Change = {
   kind: string;
   id: string;
   data?: unknown;
+  /** The project the changed resource belongs to: live delivery checks read permission there. */
+  project?: string | null;
   position: Position;
   at: string;
 };
 
-export type Emit = (change: { topic: string; kind: string; id: string; data?: unknown; position: Position }) => void;
+export type Emit = (change: { topic: string; kind: string; id: string; data?: unknown; project?: string | null; position: Position }) => void;
 
 /**
  * Events → read-model rows. `apply` runs inside the runtime's transaction together with
