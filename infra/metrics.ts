@@ -1,0 +1,180 @@
+// Prometheus metrics (SPEC §11 GET /metrics) with prom-client. Each app gets a Registry
+// of its own, never prom-client's global one, so that two apps in one process (tests,
+// the CLI next to a server) do not share or double-register series.
+import type { Request, RequestHandler, Response } from 'express';
+import { Router } from 'express';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { EventStore } from './eventStore/eventStore.ts';
+
+/** What the projection gauges need of a projection; `lag_events` null (unknown) leaves its lag out. */
+export type ProjectionMetricsRow = { name: string; state: string; lag_events?: number | null };
+export type ProjectionMetricsSource = () => readonly ProjectionMetricsRow[] | Promise<readonly ProjectionMetricsRow[]>;
+
+export type MetricsOptions = {
+  /** Node/process metrics (CPU, memory, event loop, GC) prefixed `opsledger_`; default true. */
+  defaultMetrics?: boolean;
+  /** Feeds opsledger_projection_* at each scrape (e.g. the runtime's status() with lags). */
+  projections?: ProjectionMetricsSource;
+  /** States always exported per projection (0 unless current), so that a state change is a value change. */
+  projectionStates?: readonly string[];
+};
+
+export type Metrics = {
+  readonly registry: Registry;
+  /** Counts and times every request by method, route pattern and status. Mount it first. */
+  httpMetricsMiddleware(): RequestHandler;
+  /** Records one event-store append that took `seconds`. */
+  observeAppend(seconds: number): void;
+  /** Sets (or replaces) where the projection gauges come from. */
+  trackProjections(source: ProjectionMetricsSource): void;
+  /** `GET /metrics` in the Prometheus text format. */
+  metricsRouter(): Router;
+};
+
+export const PREFIX = 'opsledger_';
+const DEFAULT_PROJECTION_STATES = ['starting', 'running', 'standby', 'rebuilding', 'failed', 'stopped'];
+// Seconds; an API answers in milliseconds, a command waiting for its projections in up to seconds.
+const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const APPEND_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+
+export const UNMATCHED = 'unmatched';
+
+// The router sets req.route when a route matches; at that moment req.baseUrl is the
+// mount path of the router that holds it (later, on an error's way out, it is unwound).
+// So the pattern is taken when req.route is set: `/api/v1` + `/streams/:stream_id`.
+const ROUTE = Symbol('opsledger.metrics.route');
+type Tracked = Request & { [ROUTE]?: string };
+
+const patternOf = (path: unknown): string =>
+  typeof path === 'string' ? path : Array.isArray(path) ? path.map(patternOf).join('|') : path instanceof RegExp ? path.source : UNMATCHED;
+
+const trackRoute = (req: Tracked): void => {
+  let route: unknown = (req as { route?: unknown }).route;
+  Object.defineProperty(req, 'route', {
+    configurable: true,
+    enumerable: true,
+    get: () => route,
+    set(value: unknown) {
+      route = value;
+      if (value && typeof value === 'object') req[ROUTE] = `${req.baseUrl ?? ''}${patternOf((value as { path?: unknown }).path)}` || '/';
+    },
+  });
+};
+
+/** The label of a finished request: its route pattern, or 'unmatched' (404s, static files, …). */
+export const routeLabel = (req: Request): string => (req as Tracked)[ROUTE] ?? UNMATCHED;
+
+export const createMetrics = (opts: MetricsOptions = {}): Metrics => {
+  const registry = new Registry();
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: PREFIX });
+
+  const requests = new Counter({
+    name: `${PREFIX}http_requests_total`,
+    help: 'HTTP requests answered, by method, route pattern and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [registry],
+  });
+  const durations = new Histogram({
+    name: `${PREFIX}http_request_duration_seconds`,
+    help: 'Time from receiving a request to finishing its response, by method, route pattern and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: HTTP_BUCKETS,
+    registers: [registry],
+  });
+  const appends = new Histogram({
+    name: `${PREFIX}event_append_duration_seconds`,
+    help: 'Time of one append to the event store',
+    buckets: APPEND_BUCKETS,
+    registers: [registry],
+  });
+
+  let source: ProjectionMetricsSource | null = opts.projections ?? null;
+  const states = opts.projectionStates ?? DEFAULT_PROJECTION_STATES;
+  // Both gauges are filled from one call of the source per scrape: the registry collects
+  // its metrics concurrently, so the second collect waits on the first one's call.
+  let inflight: Promise<void> | null = null;
+  const refresh = (): Promise<void> =>
+    (inflight ??= (async () => {
+      try {
+        const rows = source ? await source() : [];
+        lag.reset();
+        state.reset();
+        for (const row of rows) {
+          if (typeof row.lag_events === 'number') lag.set({ projection: row.name }, row.lag_events);
+          for (const s of new Set([...states, row.state])) state.set({ projection: row.name, state: s }, s === row.state ? 1 : 0);
+        }
+      } catch {
+        // No figures rather than stale ones; the scrape itself still succeeds.
+        lag.reset();
+        state.reset();
+      } finally {
+        inflight = null;
+      }
+    })());
+  const lag: Gauge<'projection'> = new Gauge({
+    name: `${PREFIX}projection_lag_events`,
+    help: 'Events in the log after the projection’s checkpoint (counted up to a cap)',
+    labelNames: ['projection'] as const,
+    registers: [registry],
+    collect: refresh,
+  });
+  const state: Gauge<'projection' | 'state'> = new Gauge({
+    name: `${PREFIX}projection_state`,
+    help: '1 for the state each projection is in, 0 for the others',
+    labelNames: ['projection', 'state'] as const,
+    registers: [registry],
+    collect: refresh,
+  });
+
+  return {
+    registry,
+    httpMetricsMiddleware(): RequestHandler {
+      return (req, res: Response, next) => {
+        const started = process.hrtime.bigint();
+        trackRoute(req);
+        let done = false;
+        const record = () => {
+          if (done) return;
+          done = true;
+          const labels = { method: req.method, route: routeLabel(req), status: String(res.statusCode) };
+          requests.inc(labels);
+          durations.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
+        };
+        res.once('finish', record);
+        res.once('close', record); // the client went away before the end
+        next();
+      };
+    },
+    observeAppend(seconds: number) {
+      if (Number.isFinite(seconds) && seconds >= 0) appends.observe(seconds);
+    },
+    trackProjections(s: ProjectionMetricsSource) {
+      source = s;
+    },
+    metricsRouter(): Router {
+      const router = Router();
+      router.get('/metrics', async (_req, res) => {
+        const body = await registry.metrics();
+        res.setHeader('Content-Type', registry.contentType);
+        res.setHeader('Cache-Control', 'no-store');
+        res.send(body);
+      });
+      return router;
+    },
+  };
+};
+
+/** The same store, its appends timed into `metrics` (successful or not). */
+export const withAppendMetrics = (store: EventStore, metrics: Pick<Metrics, 'observeAppend'>): EventStore =>
+  Object.create(store, {
+    append: {
+      value: async (...args: Parameters<EventStore['append']>) => {
+        const started = process.hrtime.bigint();
+        try {
+          return await store.append(...args);
+        } finally {
+          metrics.observeAppend(Number(process.hrtime.bigint() - started) / 1e9);
+        }
+      },
+    },
+  }) as EventStore;
