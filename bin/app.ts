@@ -3,9 +3,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server } from 'node:http';
-import express from 'express';
+import { Router, type Express } from 'express';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
+import type { CommandKit } from '../commands/commandRoute.ts';
+import { identityCommandRoutes, type LoginLimits } from '../commands/identity.ts';
+import { ensureBootstrapAdmin } from '../commands/identityAccounts.ts';
+import { ensureDefaultProject, projectCommandRoutes } from '../commands/projects.ts';
+import { createAuthenticator, principalOf, rejectInvalidCredentials, callerOf, type Authenticator } from '../infra/auth/authenticate.ts';
 import { ConfigError, type Config } from '../infra/config.ts';
 import { acquireDataDirLock } from '../infra/dataDirLock.ts';
 import { openEmbeddedDatabase, openServerDatabase, ping, type Database } from '../infra/db/database.ts';
@@ -13,14 +18,27 @@ import { migrateToLatest } from '../infra/db/migrate.ts';
 import type { EventStore } from '../infra/eventStore/eventStore.ts';
 import { createEsdbEventStore } from '../infra/eventStore/esdbEventStore.ts';
 import { createPostgresEventStore } from '../infra/eventStore/postgresEventStore.ts';
-import { formatPosition } from '../infra/eventStore/position.ts';
+import { comparePositions, formatPosition } from '../infra/eventStore/position.ts';
+import { createHttpApp, finish } from '../infra/http/createHttpApp.ts';
+import { idempotency } from '../infra/http/idempotency.ts';
+import { bindRoutes, createOpenApiRegistry, docsRouter, type OpenApiRegistry } from '../infra/http/openapi.ts';
+import { createRateLimiter, type RateLimiter } from '../infra/rateLimit.ts';
+import { limitsForCaller, rateLimitMiddleware } from '../infra/rateLimitHttp.ts';
+import { loadSecretKeys, type SecretKeys } from '../infra/secretKeys.ts';
+import { createVault, type Vault } from '../infra/vault.ts';
+import { identityProjection } from '../projections/identity.ts';
 import { createProjectionRuntime, type ProjectionRuntime } from '../projections/projectionRuntime.ts';
+import { projectsProjection } from '../projections/projects.ts';
 import { streamCatalogProjection } from '../projections/streamCatalog.ts';
 import { healthRouter } from '../read-api/health.ts';
+import { CreatedTokenView, identityReadRoutes, MeView, UserView } from '../read-api/identity.ts';
+import { MemberView, projectReadRoutes, ProjectView } from '../read-api/projects.ts';
 
 export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
 
-export const projectors = [streamCatalogProjection];
+export const API_BASE = '/api/v1';
+
+export const projectors = [streamCatalogProjection, identityProjection, projectsProjection];
 
 export type Kernel = {
   database: Database;
@@ -29,17 +47,26 @@ export type Kernel = {
   close(): Promise<void>;
 };
 
+export type KernelOptions = {
+  /**
+   * A database to use instead of DATA_DIR/DATABASE_URL (tests start PGlite from a dump in
+   * well under a second). It is migrated here and closed with the kernel; no DATA_DIR lock is taken.
+   */
+  database?: Database;
+};
+
 const requireEventStoreUrl = (config: Config): string => {
   if (!config.eventStoreUrl) throw new ConfigError('EVENT_STORE=esdb needs EVENTSTORE_URL (esdb://host:2113?tls=false, or a cluster string)');
   return config.eventStoreUrl;
 };
 
 /** Database, migrations, event store and projection runtime (not started). */
-export const openKernel = async (config: Config, logger: Logger): Promise<Kernel> => {
-  const embedded = !config.databaseUrl;
+export const openKernel = async (config: Config, logger: Logger, opts: KernelOptions = {}): Promise<Kernel> => {
+  const embedded = !config.databaseUrl && !opts.database;
   const lock = embedded ? await acquireDataDirLock(config.dataDir) : null;
+  let database: Database | null = opts.database ?? null;
   try {
-    const database = embedded
+    database ??= embedded
       ? await openEmbeddedDatabase({ dataDir: join(config.dataDir, 'pgdata') })
       : openServerDatabase({ url: config.databaseUrl! });
     const applied = await migrateToLatest(database);
@@ -49,21 +76,31 @@ export const openKernel = async (config: Config, logger: Logger): Promise<Kernel
       ? await createEsdbEventStore(requireEventStoreUrl(config))
       : await createPostgresEventStore(database);
     const runtime = createProjectionRuntime({ database, store, projectors, logger });
+    const db = database;
     return {
-      database,
+      database: db,
       store,
       runtime,
       async close() {
         await runtime.stop();
         await store.close();
-        await database.close();
+        await db.close();
         await lock?.release();
       },
     };
   } catch (err) {
+    if (database && !opts.database) await database.close().catch(() => undefined);
     await lock?.release();
     throw err;
   }
+};
+
+/** The secret keys (generated into DATA_DIR when not configured), with their warnings logged. */
+export const openSecrets = async (config: Config, logger: Logger): Promise<SecretKeys> => {
+  const keys = await loadSecretKeys(config, { dataDir: config.dataDir, embedded: !config.databaseUrl });
+  for (const warning of keys.warnings) logger.warn(warning);
+  if (keys.generated) logger.info({ dataDir: config.dataDir }, 'generated SECRET_KEY and SECRETS_KEY into the data directory (mode 0600)');
+  return keys;
 };
 
 /**
@@ -85,44 +122,207 @@ const projectionDetails = async (kernel: Kernel, countLag: boolean) => {
   return out;
 };
 
+// ---- the API and its extension point --------------------------------------------------
+
+/** Everything a module needs to mount its routes. */
+export type ApiContext = {
+  config: Config;
+  logger: Logger;
+  kernel: Kernel;
+  vault: Vault;
+  secretKeys: SecretKeys;
+  authenticator: Authenticator;
+  limiter: RateLimiter;
+  /** For command routes: the store, read-your-writes and its logger. */
+  commandKit: CommandKit;
+  /** The whole app (after authentication and rate limiting): for routes outside /api/v1. */
+  app: Express;
+  /** Mounted at /api/v1. */
+  router: Router;
+  /** bindRoutes over `router`: documents, validates and mounts (POSTs take Idempotency-Key unless `idempotent: false`). */
+  routes: ReturnType<typeof bindRoutes>;
+  registry: OpenApiRegistry;
+  /** What startServer was given besides the configuration. */
+  options: ServerOptions;
+  /** Runs once the HTTP server listens (e.g. to attach Socket.IO to it). */
+  onListening(hook: (server: Server) => void | Promise<void>): void;
+  /** Runs on shutdown after the server stopped taking requests, before the kernel closes (in reverse order). */
+  onClose(hook: () => void | Promise<void>): void;
+};
+
+/** A module's routes; bin/app.ts runs every installer in `routeInstallers` in order. */
+export type RouteInstaller = { name: string; install(ctx: ApiContext): void | Promise<void> };
+
+export const identityRoutes: RouteInstaller = {
+  name: 'identity',
+  install(ctx) {
+    const reads = identityReadRoutes(ctx.routes, { db: ctx.kernel.database.db });
+    identityCommandRoutes(ctx.routes, {
+      ...ctx.commandKit,
+      db: ctx.kernel.database.db,
+      vault: ctx.vault,
+      secretKey: ctx.secretKeys.secretKey,
+      sessionSeconds: ctx.config.jwtExpiresInSeconds,
+      allowRegistration: ctx.config.allowRegistration,
+      limiter: ctx.limiter,
+      ...(ctx.options.loginLimits ? { loginLimits: ctx.options.loginLimits } : {}),
+      logger: ctx.logger,
+      views: { user: reads.user, me: reads.me, token: reads.token, schemas: { User: UserView, Me: MeView, CreatedToken: CreatedTokenView } },
+    });
+  },
+};
+
+export const projectRoutes: RouteInstaller = {
+  name: 'projects',
+  install(ctx) {
+    const reads = projectReadRoutes(ctx.routes, { db: ctx.kernel.database.db });
+    projectCommandRoutes(ctx.routes, {
+      ...ctx.commandKit,
+      db: ctx.kernel.database.db,
+      views: { project: reads.project, member: reads.member, schemas: { Project: ProjectView, Member: MemberView } },
+    });
+  },
+};
+
+/** The modules' routes, in mounting order. Later modules append theirs here. */
+export const routeInstallers: RouteInstaller[] = [identityRoutes, projectRoutes];
+
+export type ServerOptions = KernelOptions & {
+  /** Where the first start prints the generated admin password (default: stdout, never the logger). */
+  print?: (text: string) => void;
+  /** Login rate limits (tests raise them). */
+  loginLimits?: LoginLimits;
+  /** Installers run after `routeInstallers`. */
+  extraRoutes?: readonly RouteInstaller[];
+};
+
 export type RunningServer = { server: Server; url: string; kernel: Kernel; close(): Promise<void> };
 
-export const startServer = async (config: Config, logger: Logger): Promise<RunningServer> => {
-  const kernel = await openKernel(config, logger);
-  await kernel.runtime.start();
-  const app = express();
-  app.disable('x-powered-by');
-  app.use(healthRouter({
-    version: VERSION,
-    checks: {
-      database: () => ping(kernel.database),
-      event_store: async () => void (await kernel.store.headPosition()),
-    },
-    details: async () => ({ projections: await projectionDetails(kernel, config.eventStore === 'postgres') }),
-  }));
-  app.use((_req, res) => {
-    res.status(404).type('application/problem+json').json({ type: 'about:blank', title: 'Not Found', status: 404, code: 'NOT_FOUND', detail: 'no such endpoint' });
-  });
-  const server = createServer(app);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  let closing: Promise<void> | null = null;
-  return {
-    server,
-    url,
-    kernel,
-    close: () =>
-      (closing ??= (async () => {
-        // Drain: stop accepting, let in-flight requests finish, then stop the kernel.
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeIdleConnections();
-        });
-        await kernel.close();
-      })()),
-  };
+/** On first start: the default project, and the `admin` user when there is no user at all. */
+const bootstrap = async (kernel: Kernel, vault: Vault, config: Config, logger: Logger, print: (text: string) => void) => {
+  const project = await ensureDefaultProject(kernel.store);
+  if (project) logger.info('created the default project');
+  const admin = await ensureBootstrapAdmin({ store: kernel.store, vault, db: kernel.database.db }, { password: config.adminPassword });
+  if (admin.created) {
+    if (admin.generatedPassword) {
+      // Once, on stdout, never through the logger (log lines are shipped and kept).
+      print(`opsledger: created the first user "${admin.username}" (global admin) with the password\n\n    ${admin.generatedPassword}\n\n`
+        + 'It is not shown again: log in and change it (PATCH /api/v1/auth/me).\n');
+    }
+    logger.info({ user_id: admin.userId, password_from: admin.generatedPassword ? 'generated (printed once)' : 'ADMIN_PASSWORD' }, `created the first user "${admin.username}" (global admin)`);
+  }
+  // So that the first login right after start finds the admin: wait for the read models.
+  const written = [project, ...(admin.created ? admin.results : [])].flatMap((r) => (r?.append ? [r] : []));
+  if (written.length === 0) return;
+  const eventTypes = [...new Set(written.flatMap((r) => r.events.map((e) => e.type)))];
+  const last = written.map((r) => r.append!.position).reduce((a, b) => (comparePositions(a, b) >= 0 ? a : b));
+  await kernel.runtime.whenCaughtUp(last, { eventTypes, timeoutMs: 30_000 })
+    .catch((err: unknown) => logger.warn({ err }, 'first start: the read models have not caught up yet'));
+};
+
+export const startServer = async (config: Config, logger: Logger, opts: ServerOptions = {}): Promise<RunningServer> => {
+  const kernel = await openKernel(config, logger, opts);
+  const listeningHooks: Array<(server: Server) => void | Promise<void>> = [];
+  const closeHooks: Array<() => void | Promise<void>> = [];
+  let limiter: RateLimiter | null = null;
+  try {
+    const secretKeys = await openSecrets(config, logger);
+    const vault = createVault(kernel.database.db, secretKeys.secretsKey);
+    await kernel.runtime.start();
+    await bootstrap(kernel, vault, config, logger, opts.print ?? ((text) => void process.stdout.write(text)));
+
+    limiter = createRateLimiter({ redisUrl: config.redisUrl, keyPrefix: 'opl:rl', logger });
+    const rateLimiter = limiter;
+    const authenticator = createAuthenticator({
+      db: kernel.database.db,
+      secretKey: secretKeys.secretKey,
+      onBackgroundError: (err) => logger.warn({ err }, 'recording an API token’s last use failed'),
+    });
+
+    const app = createHttpApp({ logger });
+    // Probes are neither authenticated nor rate limited: an orchestrator polls them.
+    app.use(healthRouter({
+      version: VERSION,
+      checks: {
+        database: () => ping(kernel.database),
+        event_store: async () => void (await kernel.store.headPosition()),
+        ...(rateLimiter.store === 'redis'
+          ? { redis: async () => { if (!(await rateLimiter.ready(1000))) throw new Error('not connected'); } }
+          : {}),
+      },
+      details: async () => ({ projections: await projectionDetails(kernel, config.eventStore === 'postgres') }),
+    }));
+    app.use(authenticator.middleware());
+    // Before refusing bad credentials, so that guessing tokens is limited per address too.
+    app.use(rateLimitMiddleware({
+      limiter: rateLimiter,
+      limitsFor: (req, res) => {
+        const caller = callerOf(res);
+        return limitsForCaller(config, caller ? {
+          userId: caller.principal.userId, role: caller.principal.role,
+          rateLimitPerSecond: caller.rateLimitPerSecond, rateLimitBurst: caller.rateLimitBurst,
+        } : null, req.ip ?? req.socket.remoteAddress);
+      },
+    }));
+    app.use(rejectInvalidCredentials());
+
+    const registry = createOpenApiRegistry();
+    app.use(docsRouter(registry, {
+      title: 'Opsledger', version: VERSION,
+      description: 'Event-sourced control plane for fleets. Authenticate with `Authorization: Bearer <token>` (a session token from POST /api/v1/auth/login, or an API token).',
+    }));
+    const router = Router();
+    const routes = bindRoutes(router, registry, {
+      prefix: API_BASE,
+      idempotency: idempotency({
+        db: kernel.database.db,
+        logger,
+        principalKey: (req, res) => {
+          const principal = principalOf(res);
+          return principal ? `user:${principal.userId}` : `anonymous:${req.ip ?? req.socket.remoteAddress ?? 'unknown'}`;
+        },
+      }),
+    });
+    app.use(API_BASE, router);
+
+    const ctx: ApiContext = {
+      config, logger, kernel, vault, secretKeys, authenticator, limiter: rateLimiter,
+      commandKit: { store: kernel.store, whenCaughtUp: kernel.runtime.whenCaughtUp, logger },
+      app, router, routes, registry, options: opts,
+      onListening: (hook) => void listeningHooks.push(hook),
+      onClose: (hook) => void closeHooks.push(hook),
+    };
+    for (const installer of [...routeInstallers, ...(opts.extraRoutes ?? [])]) await installer.install(ctx);
+    finish(app);
+
+    const server = createServer(app);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+    for (const hook of listeningHooks) await hook(server);
+    const { port } = server.address() as AddressInfo;
+    const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+    let closing: Promise<void> | null = null;
+    return {
+      server,
+      url,
+      kernel,
+      close: () =>
+        (closing ??= (async () => {
+          // Drain: stop accepting, let in-flight requests finish, then stop the kernel.
+          await new Promise<void>((resolve) => {
+            server.close(() => resolve());
+            server.closeIdleConnections();
+          });
+          for (const hook of closeHooks.reverse()) await Promise.resolve(hook()).catch((err: unknown) => logger.warn({ err }, 'a shutdown hook failed'));
+          await rateLimiter.close();
+          await kernel.close();
+        })()),
+    };
+  } catch (err) {
+    await limiter?.close().catch(() => undefined);
+    await kernel.close().catch(() => undefined);
+    throw err;
+  }
 };

@@ -5,7 +5,12 @@ import { ConfigError } from '../infra/config.ts';
 import { loadConfig } from '../infra/config.ts';
 import { createLogger } from '../infra/logger.ts';
 import { createProgressReporter } from '../infra/progressReporter.ts';
-import { openKernel, projectors, startServer, VERSION } from './app.ts';
+import { registerUser, generatePassword } from '../commands/identityAccounts.ts';
+import { USERNAME_PATTERN } from '../commands/identitySchemas.ts';
+import { validatePasswordPolicy } from '../infra/auth/password.ts';
+import { AppError } from '../infra/errors.ts';
+import { createVault } from '../infra/vault.ts';
+import { openKernel, openSecrets, projectors, startServer, VERSION } from './app.ts';
 
 const HELP = `opsledger ${VERSION} — event-sourced control plane for fleets
 
@@ -14,6 +19,9 @@ Usage: opsledger <command> [options]
 Commands:
   serve                       run the API, projections and workers (default data: ./data, embedded PostgreSQL)
   replay [--projection NAME]  rebuild read models from the event log (all projections, or one)
+  create-admin --username NAME [--password-stdin]
+                              create a global admin; the password is read from stdin, or generated
+                              and printed once (embedded: run it while the service is stopped)
   help, --help                show this help
   --version                   print the version
 
@@ -70,12 +78,54 @@ const replay = async (only: string | undefined) => {
   }
 };
 
+/** All of stdin, without the one line break that `echo` or a here-string adds. */
+const readStdin = async (): Promise<string> => {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(Buffer.from(chunk as Uint8Array));
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+};
+
+const createAdmin = async (username: string | undefined, passwordFromStdin: boolean) => {
+  if (!username) fail('create-admin needs --username NAME\nRun "opsledger --help" for usage.');
+  if (!USERNAME_PATTERN.test(username!)) fail(`invalid username "${username}": 2–63 letters, digits, dots, dashes or underscores, starting with a letter or digit`);
+  const password = passwordFromStdin ? await readStdin() : generatePassword();
+  const weak = validatePasswordPolicy(password);
+  if (weak) fail(`invalid password: ${weak}`);
+  const config = loadConfig();
+  // Warnings to stderr: stdout is the command's answer (and may hold the password).
+  const logger = createLogger({ ...config, logLevel: 'warn' }, process.stderr);
+  const kernel = await openKernel(config, logger);
+  try {
+    const keys = await openSecrets(config, logger);
+    const vault = createVault(kernel.database.db, keys.secretsKey);
+    let userId: string;
+    try {
+      ({ userId } = await registerUser({ store: kernel.store, vault }, {
+        username: username!, password, email: null, role: 'admin', rateLimitPerSecond: null, rateLimitBurst: null, via: 'cli',
+      }, { actor: null, requestId: null, ip: null, project: null }));
+    } catch (err) {
+      const e = err as { code?: string; errors?: { message: string }[] };
+      // Thrown, not fail()ed: the finally below must release the data directory first.
+      if (e.code === 'USERNAME_EXISTS') throw new AppError(e.code, `the username "${username}" is taken`);
+      if (e.code === 'VALIDATION_FAILED' && e.errors) throw new AppError(e.code, `invalid password: ${e.errors.map((x) => x.message).join('; ')}`);
+      throw err;
+    }
+    process.stdout.write(`created global admin "${username}" (id ${userId})\n`);
+    if (!passwordFromStdin) process.stdout.write(`password: ${password}\n(shown once: log in and change it with PATCH /api/v1/auth/me)\n`);
+  } finally {
+    await kernel.close();
+  }
+};
+
 const main = async () => {
   let parsed;
   try {
     parsed = parseArgs({
       allowPositionals: true,
-      options: { projection: { type: 'string' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' } },
+      options: {
+        projection: { type: 'string' }, username: { type: 'string' }, 'password-stdin': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' },
+      },
     });
   } catch (err) {
     return fail(`${(err as Error).message}\nRun "opsledger --help" for usage.`);
@@ -89,6 +139,8 @@ const main = async () => {
       return serve();
     case 'replay':
       return replay(parsed.values.projection);
+    case 'create-admin':
+      return createAdmin(parsed.values.username, parsed.values['password-stdin'] === true);
     default:
       return fail(`unknown command "${command}"\nRun "opsledger --help" for usage.`);
   }

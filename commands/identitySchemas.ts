@@ -9,6 +9,8 @@ const Role = z.enum(['admin', 'user']);
 const ProjectRole = z.enum(['admin', 'operator', 'viewer']);
 const Rate = z.number().int().min(1).max(100_000).nullable();
 const Iso = z.iso.datetime({ offset: true });
+export const USERNAME_PATTERN = /^[a-z0-9][a-z0-9._-]{1,62}$/i;
+const Username = z.string().regex(USERNAME_PATTERN);
 const Billing = z.object({
   company_name: z.string().min(1).max(200), company_address: z.string().min(1).max(500),
   tax_number_type: z.enum(['vat', 'gst', 'ein']), tax_number: z.string().min(1).max(64), country: z.string().length(2),
@@ -16,7 +18,7 @@ const Billing = z.object({
 
 export const identityEventSchemas: EventSchemas = {
   UserRegistered: z.object({
-    userId: Uuid, username: z.string().regex(/^[a-z0-9][a-z0-9._-]{1,62}$/i), email: z.email().nullable(), role: Role,
+    userId: Uuid, username: Username, email: z.email().nullable(), role: Role,
     passwordRef: z.string().min(1), rateLimitPerSecond: Rate, rateLimitBurst: Rate,
     via: z.enum(['bootstrap', 'admin', 'registration', 'cli']),
   }).strict(),
@@ -32,6 +34,8 @@ export const identityEventSchemas: EventSchemas = {
     prefix: z.string().max(16), scopes: z.array(z.string()).nullable(), project: Slug.nullable(), expiresAt: Iso.nullable(),
   }).strict(),
   ApiTokenRevoked: z.object({ userId: Uuid, tokenId: Uuid }).strict(),
+  // On the `username-<lower-cased name>` stream (domain/usernames.ts), not on the user's.
+  UsernameReserved: z.object({ username: Username, userId: Uuid, reservedAt: Iso }).strict(),
 };
 
 export const projectEventSchemas: EventSchemas = {

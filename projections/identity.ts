@@ -1,5 +1,7 @@
 // users + api_tokens read models from the identity events. Idempotent: user rows are
-// guarded by stream revision, token rows by their id.
+// guarded by stream revision, token rows by their id. users.revision is the revision of
+// the whole user stream (token events included): it is the user's ETag, and If-Match
+// hands it back to the command handler as the stream's expected revision.
 import { sql } from 'kysely';
 import type { IdentityEvent } from '../domain/identity.ts';
 import type { RecordedEvent } from '../infra/eventStore/eventStore.ts';
@@ -11,7 +13,8 @@ export const IDENTITY_EVENT_TYPES: IdentityEvent['type'][] = [
 
 export const identityProjection: Projector = {
   name: 'identity',
-  version: 1,
+  // 2: token events move users.revision too.
+  version: 2,
   handles: IDENTITY_EVENT_TYPES,
   tables: ['users', 'api_tokens'],
   async apply(trx, events, emit) {
@@ -54,10 +57,12 @@ export const identityProjection: Projector = {
             scopes: e.data.scopes === null ? null : JSON.stringify(e.data.scopes), project: e.data.project,
             expires_at: e.data.expiresAt, created_at: at,
           }).onConflict((oc) => oc.column('id').doNothing()).execute();
+          await userRow(e.data.userId).set({ revision }).execute();
           break;
         case 'ApiTokenRevoked':
           await trx.updateTable('api_tokens').set({ revoked_at: sql`coalesce(revoked_at, ${at})` })
             .where('id', '=', e.data.tokenId).execute();
+          await userRow(e.data.userId).set({ revision }).execute();
           break;
         default: { const _never: never = e; void _never; }
       }

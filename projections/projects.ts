@@ -48,7 +48,7 @@ export const projectsProjection: Projector = {
           break;
         default: { const _never: never = e; void _never; }
       }
-      emit({ topic: 'projects', kind: e.type, id: e.data.slug, position: recorded.position });
+      emit({ topic: 'projects', kind: e.type, id: e.data.slug, project: e.data.slug, position: recorded.position });
     }
   },
 };

@@ -48,7 +48,13 @@ export const redactUrl = (url: string): string => {
     .slice(q + 1)
     .split('&')
     .map((pair) => {
-      const name = decodeURIComponent(pair.split('=')[0]!.replace(/\+/g, ' ')).toLowerCase();
+      const raw = pair.split('=')[0]!.replace(/\+/g, ' ');
+      let name: string;
+      try {
+        name = decodeURIComponent(raw).toLowerCase();
+      } catch {
+        name = raw.toLowerCase(); // malformed percent-encoding (`?%=%`): logged as sent, never a 500
+      }
       return SECRET_NAMES.has(name) ? `${pair.split('=')[0]}=[Redacted]` : pair;
     });
   return `${url.slice(0, q)}?${params.join('&')}`;

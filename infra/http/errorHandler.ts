@@ -82,7 +82,9 @@ export const describeError = (err: unknown): Described => {
 
   // Other http-errors meant for the client (e.g. the router's "Failed to decode param").
   const status = err['status'] ?? err['statusCode'];
-  if (err['expose'] === true && typeof status === 'number' && status >= 400 && status < 500 && err instanceof Error) {
+  // (The router marks its URIError with status 400 but not `expose`.)
+  const forClient = err['expose'] === true || err instanceof URIError;
+  if (forClient && typeof status === 'number' && status >= 400 && status < 500 && err instanceof Error) {
     return { problem: { status, code: CODE_OF_STATUS[status] ?? 'BAD_REQUEST', detail: err.message }, unexpected: false };
   }
   return internal();

@@ -79,12 +79,13 @@ describe('bin/cli.ts (end to end)', function () {
     };
   };
 
-  const run = (args: string[], env: NodeJS.ProcessEnv): Cli => {
+  const run = (args: string[], env: NodeJS.ProcessEnv, input?: string): Cli => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'bin/cli.ts', ...args], {
       cwd: ROOT,
       env,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
+    if (input !== undefined) child.stdin!.end(input);
     let out = '';
     let err = '';
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
@@ -108,8 +109,8 @@ describe('bin/cli.ts (end to end)', function () {
   };
 
   /** Runs a command to completion. */
-  const runToEnd = async (args: string[], env: NodeJS.ProcessEnv) => {
-    const cli = run(args, env);
+  const runToEnd = async (args: string[], env: NodeJS.ProcessEnv, input?: string) => {
+    const cli = run(args, env, input);
     const code = await cli.closed;
     return { code, stdout: cli.stdout(), stderr: cli.stderr() };
   };
@@ -225,6 +226,15 @@ describe('bin/cli.ts (end to end)', function () {
       const first = await serve(env);
       await projectionsRunning(first.url); // see the pending test at the end of this file
       expect(logLines(first.cli).some((l) => l.msg === 'database migrated'), 'a fresh DATA_DIR is migrated').to.equal(true);
+      // The first start printed the generated admin password once, as plain text (not a log line), and it works.
+      const printed = /created the first user "admin" \(global admin\) with the password\n\n {4}(\S+)\n/.exec(first.cli.stdout());
+      expect(printed, first.cli.stdout()).to.not.equal(null);
+      const password = printed![1]!;
+      expect(logLines(first.cli).filter((l) => JSON.stringify(l).includes(password))).to.deep.equal([]);
+      const login = await fetch(`${first.url}/api/v1/auth/login`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'admin', password }),
+      });
+      expect(login.status).to.equal(200);
       const lockPath = join(env.DATA_DIR!, LOCK_FILE);
       expect(existsSync(lockPath)).to.equal(true);
 
@@ -238,8 +248,9 @@ describe('bin/cli.ts (end to end)', function () {
       const again = await serve(env);
       await expectReady(again.url);
       await projectionsRunning(again.url);
-      // Same data, already migrated: nothing to migrate the second time.
+      // Same data, already migrated: nothing to migrate the second time, and no second admin.
       expect(logLines(again.cli).map((l) => l.msg)).not.to.include('database migrated');
+      expect(again.cli.stdout()).not.to.include('created the first user');
       expect(readFileSync(lockPath, 'utf8').trim()).to.equal(String(again.cli.child.pid));
       expect(await stop(again.cli)).to.equal(0);
       expect(existsSync(lockPath)).to.equal(false);
@@ -289,10 +300,13 @@ describe('bin/cli.ts (end to end)', function () {
       try {
         await migrateToLatest(database); // already done by serve; must be a no-op
         const store = await createPostgresEventStore(database);
+        // The first start wrote the default project and the admin (and its username reservation).
+        const bootstrapStreams = await database.db.selectFrom('events').select('stream_id').distinct().orderBy('stream_id').execute();
+        expect(bootstrapStreams.map((r) => r.stream_id.replace(/-[0-9a-f-]{36}$/, '-<id>'))).to.deep.equal(['project-default', 'user-<id>', 'username-admin']);
         const streams = { [`order-${randomUUID()}`]: 700, [`host-${randomUUID()}`]: 450, [`job-${randomUUID()}`]: 50 };
         for (const [stream, n] of Object.entries(streams)) await store.append(stream, newEvents(n, `${stream.split('-')[0]}Happened`));
         await store.close();
-        const total = Object.values(streams).reduce((a, b) => a + b, 0);
+        const total = Object.values(streams).reduce((a, b) => a + b, 0) + bootstrapStreams.length;
         // Something a replay must repair: a row that the log does not justify.
         await database.db.insertInto('stream_catalog').values({
           stream_id: 'bogus-1', category: 'bogus', revision: '9', event_count: '10', last_type: 'Nope', first_at: new Date(), last_at: new Date(),
@@ -319,7 +333,8 @@ describe('bin/cli.ts (end to end)', function () {
         expect(lines.at(-1)).to.match(new RegExp(`^replay stream_catalog: ${total} events in \\d+\\.\\d s$`));
 
         const rows = await database.db.selectFrom('stream_catalog')
-          .select(['stream_id', 'category', 'revision', 'event_count', 'last_type']).orderBy('stream_id').execute();
+          .select(['stream_id', 'category', 'revision', 'event_count', 'last_type'])
+          .where('category', 'in', ['order', 'host', 'job', 'bogus']).orderBy('stream_id').execute();
         const expected = Object.entries(streams).map(([stream, n]) => ({
           stream_id: stream, category: stream.split('-')[0], revision: String(n - 1), event_count: String(n), last_type: `${stream.split('-')[0]}Happened`,
         })).sort((a, b) => a.stream_id.localeCompare(b.stream_id));
@@ -334,7 +349,7 @@ describe('bin/cli.ts (end to end)', function () {
       const { code, stdout, stderr } = await runToEnd(['replay', '--projection', 'nope'], env);
       expect(code).to.equal(1);
       expect(stdout).to.equal('');
-      expect(linesOf(stderr)).to.deep.equal(['opsledger: unknown projection "nope"; known: stream_catalog']);
+      expect(linesOf(stderr)).to.deep.equal(['opsledger: unknown projection "nope"; known: stream_catalog, identity, projects']);
     });
   });
 
@@ -346,6 +361,55 @@ describe('bin/cli.ts (end to end)', function () {
       const { cli } = await serve(env);
       expect(await stop(cli)).to.equal(0);
     }
+  });
+
+  describe('create-admin (DATABASE_URL)', () => {
+    it('creates a global admin from a password on stdin; serve then creates no other admin; a taken name exits 1', async () => {
+      const env = await envFor({ DATABASE_URL: await freshDatabaseUrl() });
+      const created = await runToEnd(['create-admin', '--username', 'ops', '--password-stdin'], env, 'a password from stdin\n');
+      expect(created.code, created.stderr).to.equal(0);
+      expect(created.stdout).to.match(/^created global admin "ops" \(id [0-9a-f-]{36}\)\n$/);
+      expect(created.stdout + created.stderr).not.to.include('a password from stdin');
+
+      const taken = await runToEnd(['create-admin', '--username', 'OPS', '--password-stdin'], env, 'another password\n');
+      expect(taken.code).to.equal(1);
+      // (Besides a warning log line: the keys come from DATA_DIR while DATABASE_URL is set.)
+      expect(linesOf(taken.stderr).filter((l) => !l.startsWith('{'))).to.deep.equal(['opsledger: the username "OPS" is taken']);
+
+      const generated = await runToEnd(['create-admin', '--username', 'ops2'], env);
+      expect(generated.code, generated.stderr).to.equal(0);
+      const password = /^password: (\S+)$/m.exec(generated.stdout)?.[1];
+      expect(password, generated.stdout).to.match(/^[A-Za-z0-9_-]{24}$/);
+
+      const { cli, url } = await serve(env);
+      expect(cli.stdout()).not.to.include('created the first user');
+      for (const [username, pw] of [['ops', 'a password from stdin'], ['ops2', password!]]) {
+        const login = await fetch(`${url}/api/v1/auth/login`, {
+          method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password: pw }),
+        });
+        expect(login.status, username).to.equal(200);
+        const token = ((await login.json()) as { access_token: string }).access_token;
+        const me = (await (await fetch(`${url}/api/v1/auth/me`, { headers: { authorization: `Bearer ${token}` } })).json()) as { role: string };
+        expect(me.role).to.equal('admin');
+      }
+      expect(await stop(cli)).to.equal(0);
+    });
+
+    it('refuses a missing or bad username and a short password, with one line each', async () => {
+      const env = await envFor({ DATABASE_URL: await freshDatabaseUrl() });
+      const [missing, bad, short] = await Promise.all([
+        runToEnd(['create-admin'], env),
+        runToEnd(['create-admin', '--username', 'bad name'], env),
+        runToEnd(['create-admin', '--username', 'shorty', '--password-stdin'], env, 'short\n'),
+      ]);
+      expect(missing.code).to.equal(1);
+      expect(missing.stderr).to.include('create-admin needs --username NAME');
+      expect(bad.code).to.equal(1);
+      expect(bad.stderr).to.match(/^opsledger: invalid username "bad name"/);
+      expect(short.code).to.equal(1);
+      expect(linesOf(short.stderr)).to.deep.equal(['opsledger: invalid password: password must be at least 8 characters']);
+      for (const r of [missing, bad, short]) expectNoStack(r.stderr);
+    });
   });
 
   describe('usage', () => {
@@ -365,6 +429,7 @@ describe('bin/cli.ts (end to end)', function () {
       expect(help.stdout).to.match(/^Usage: opsledger <command>/m);
       expect(help.stdout).to.match(/^\s+serve\s/m);
       expect(help.stdout).to.match(/^\s+replay\s/m);
+      expect(help.stdout).to.match(/^\s+create-admin --username NAME \[--password-stdin\]/m);
       expect(help.stdout).to.include('stream_catalog');
       expect(helpWord).to.deep.equal(help);
 

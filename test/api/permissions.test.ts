@@ -1,0 +1,51 @@
+// Every endpoint × every kind of caller → the status it must answer (DESIGN §6). Modules
+// append their rows to ROWS; placeholders are described in test/support/apiClient.ts.
+import { CALLERS, permissionFixture, permissionTable, startApi, type PermissionFixture, type PermissionRow, type TestApi } from '../support/apiClient.ts';
+
+void CALLERS; // column order of `expect`:
+//                                                       anonymous viewer operator projectAdmin outsider globalAdmin
+const ROWS: PermissionRow[] = [
+  // ---- auth: every signed-in caller, for themselves
+  { method: 'GET', path: '/auth/me', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'POST', path: '/auth/refresh', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'GET', path: '/auth/tokens', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'POST', path: '/auth/tokens', body: { name: 'ci' }, expect: [401, 201, 201, 201, 201, 201] },
+  { name: 'POST /auth/tokens pinned to {project}', method: 'POST', path: '/auth/tokens', body: { name: 'ci', project: '{project}' }, expect: [401, 201, 201, 201, 400, 201] },
+  { name: 'POST /auth/tokens scoped to members:write in {project}', method: 'POST', path: '/auth/tokens',
+    body: { name: 'ci', project: '{project}', scopes: ['members:write'] }, expect: [401, 400, 400, 201, 400, 201] },
+  { name: 'POST /auth/tokens scoped to users:admin', method: 'POST', path: '/auth/tokens', body: { name: 'ci', scopes: ['users:admin'] }, expect: [401, 400, 400, 400, 400, 201] },
+  { method: 'POST', path: '/auth/register', body: { username: '{newUsername}', password: 'long enough password' }, expect: [403, 403, 403, 403, 403, 403] },
+
+  // ---- users: global admins only (and yourself for GET)
+  { method: 'GET', path: '/users', expect: [401, 403, 403, 403, 403, 200] },
+  { method: 'POST', path: '/users', body: { username: '{newUsername}', password: 'long enough password' }, expect: [401, 403, 403, 403, 403, 201] },
+  { name: 'GET /users/{viewerId} (the viewer themselves)', method: 'GET', path: '/users/{viewerId}', expect: [401, 200, 403, 403, 403, 200] },
+  { method: 'PATCH', path: '/users/{newUserId}', body: { email: 'x@example.test' }, expect: [401, 403, 403, 403, 403, 200] },
+  { method: 'DELETE', path: '/users/{newUserId}', expect: [401, 403, 403, 403, 403, 204] },
+
+  // ---- projects: members see theirs, outsiders get 404, admins of the project change it
+  { method: 'GET', path: '/projects', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'POST', path: '/projects', body: { slug: '{newSlug}', display_name: 'New' }, expect: [401, 201, 201, 201, 201, 201] },
+  { method: 'GET', path: '/projects/{project}', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'GET', path: '/projects/{project}/members', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'PATCH', path: '/projects/{newProject}', body: { display_name: 'Renamed' }, expect: [401, 403, 403, 200, 404, 200] },
+  { method: 'DELETE', path: '/projects/{newProject}', expect: [401, 403, 403, 204, 404, 204] },
+  { method: 'PUT', path: '/projects/{newProject}/members/{outsiderId}', body: { role: 'viewer' }, expect: [401, 403, 403, 201, 404, 201] },
+  { name: 'DELETE /projects/{newProject}/members/{viewerId} (the viewer leaves)', method: 'DELETE', path: '/projects/{newProject}/members/{viewerId}',
+    expect: [401, 204, 403, 204, 404, 204] },
+  { name: 'a project that does not exist', method: 'GET', path: '/projects/{newSlug}', expect: [401, 404, 404, 404, 404, 404] },
+  { name: 'the default project (nobody is a member)', method: 'GET', path: '/projects/default', expect: [401, 404, 404, 404, 404, 200] },
+];
+
+describe('API permissions: every endpoint with every role', function () {
+  this.timeout(60_000);
+  let api: TestApi;
+  let fixture: PermissionFixture;
+  before(async () => {
+    api = await startApi();
+    fixture = await permissionFixture(api);
+  });
+  after(async () => api?.close());
+
+  permissionTable(ROWS, () => fixture);
+});
