@@ -33,6 +33,14 @@ import { streamCatalogProjection } from '../projections/streamCatalog.ts';
 import { healthRouter } from '../read-api/health.ts';
 import { CreatedTokenView, identityReadRoutes, MeView, UserView } from '../read-api/identity.ts';
 import { MemberView, projectReadRoutes, ProjectView } from '../read-api/projects.ts';
+import { auditRoutes } from '../read-api/audit.ts';
+import { attachLiveGateway } from '../read-api/liveGateway.ts';
+import { streamRoutes, type StreamFold } from '../read-api/streams.ts';
+import { createMetrics, withAppendMetrics } from '../infra/metrics.ts';
+import type { Decider, DomainEvent } from '../domain/decider.ts';
+import { identityDecider } from '../domain/identity.ts';
+import { projectDecider } from '../domain/projects.ts';
+import { usernameDecider } from '../domain/usernames.ts';
 
 export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
 
@@ -184,8 +192,41 @@ export const projectRoutes: RouteInstaller = {
   },
 };
 
+const foldWith = <S, C, E extends DomainEvent>(d: Decider<S, C, E>): StreamFold =>
+  (events) => events.reduce((s, e) => d.evolve(s, e as unknown as E), d.initialState());
+
+/** GET /audit and GET /streams/{id}: the log itself, read through the API. */
+export const auditAndStreamRoutes: RouteInstaller = {
+  name: 'audit',
+  install(ctx) {
+    auditRoutes(ctx.routes, { db: ctx.kernel.database.db });
+    streamRoutes(ctx.routes, {
+      store: ctx.kernel.store,
+      // State per stream category, folded by the module's own decider.
+      folds: { user: foldWith(identityDecider), project: foldWith(projectDecider), username: foldWith(usernameDecider) },
+    });
+  },
+};
+
+/** Socket.IO namespace /live on the API's port, fed by the projections' committed changes. */
+export const liveUpdates: RouteInstaller = {
+  name: 'live',
+  install(ctx) {
+    ctx.onListening(async (server) => {
+      const live = await attachLiveGateway({
+        httpServer: server,
+        changes$: ctx.kernel.runtime.changes$,
+        resolvePrincipal: (token) => ctx.authenticator.resolvePrincipal(token),
+        ...(ctx.config.redisUrl ? { redisUrl: ctx.config.redisUrl } : {}),
+        logger: ctx.logger,
+      });
+      ctx.onClose(() => live.close());
+    });
+  },
+};
+
 /** The modules' routes, in mounting order. Later modules append theirs here. */
-export const routeInstallers: RouteInstaller[] = [identityRoutes, projectRoutes];
+export const routeInstallers: RouteInstaller[] = [identityRoutes, projectRoutes, auditAndStreamRoutes, liveUpdates];
 
 export type ServerOptions = KernelOptions & {
   /** Where the first start prints the generated admin password (default: stdout, never the logger). */
@@ -239,7 +280,10 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
       onBackgroundError: (err) => logger.warn({ err }, 'recording an API token’s last use failed'),
     });
 
-    const app = createHttpApp({ logger });
+    const metrics = createMetrics({ projections: () => projectionDetails(kernel, config.eventStore === 'postgres') });
+    const app = createHttpApp({ logger, quietPaths: ['/health', '/health/ready', '/metrics'] });
+    app.use(metrics.httpMetricsMiddleware());
+    app.use(metrics.metricsRouter());
     // Probes are neither authenticated nor rate limited: an orchestrator polls them.
     app.use(healthRouter({
       version: VERSION,
@@ -287,7 +331,7 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
 
     const ctx: ApiContext = {
       config, logger, kernel, vault, secretKeys, authenticator, limiter: rateLimiter,
-      commandKit: { store: kernel.store, whenCaughtUp: kernel.runtime.whenCaughtUp, logger },
+      commandKit: { store: withAppendMetrics(kernel.store, metrics), whenCaughtUp: kernel.runtime.whenCaughtUp, logger },
       app, router, routes, registry, options: opts,
       onListening: (hook) => void listeningHooks.push(hook),
       onClose: (hook) => void closeHooks.push(hook),
@@ -310,12 +354,13 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
       kernel,
       close: () =>
         (closing ??= (async () => {
-          // Drain: stop accepting, let in-flight requests finish, then stop the kernel.
-          await new Promise<void>((resolve) => {
-            server.close(() => resolve());
-            server.closeIdleConnections();
-          });
+          // Drain: stop accepting and let in-flight requests finish while the hooks end
+          // long-lived connections (Socket.IO would otherwise hold the server open), then
+          // stop the kernel.
+          const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+          server.closeIdleConnections();
           for (const hook of closeHooks.reverse()) await Promise.resolve(hook()).catch((err: unknown) => logger.warn({ err }, 'a shutdown hook failed'));
+          await drained;
           await rateLimiter.close();
           await kernel.close();
         })()),
