@@ -52,7 +52,8 @@ export const openServerDatabase = (opts: ServerOptions): Database => {
   let listener: Promise<pg.Client> | null = null;
   const handlers = new Map<string, Set<(payload: string) => void>>();
   const connectListener = async (): Promise<pg.Client> => {
-    const client = new pg.Client(poolConfig);
+    // Named so that other instances can tell that someone listens (see othersListen).
+    const client = new pg.Client({ ...poolConfig, application_name: LISTENER_APP });
     client.on('notification', (n) => handlers.get(n.channel)?.forEach((h) => h(n.payload ?? '')));
     client.on('error', () => {
       // Reconnect on the next tick and re-LISTEN; subscribers also run a slow safety poll.
@@ -66,12 +67,35 @@ export const openServerDatabase = (opts: ServerOptions): Database => {
   const ensureListening = (): Promise<pg.Client> => (listener ??= connectListener());
   const locks = new Set<pg.Client>();
 
+  // A NOTIFY is a transaction of its own; with no other Opsledger process listening on
+  // this database (one instance: the common case) it would only reach this process, which
+  // can hand the payload to its own listeners directly. Whether anyone else listens is looked up at most
+  // once a second; a listener that appears meanwhile is covered by its safety poll.
+  let others = { known: true, at: 0 };
+  let checking: Promise<void> | null = null;
+  const othersListen = async (client: pg.Client): Promise<boolean> => {
+    if (Date.now() - others.at > 1000) {
+      checking ??= client.query(
+        `select exists (select 1 from pg_stat_activity where application_name = $1 and datname = current_database()
+           and pid <> pg_backend_pid()) as others`, [LISTENER_APP],
+      ).then((r) => { others = { known: Boolean(r.rows[0].others), at: Date.now() }; }, () => { others = { known: true, at: Date.now() }; })
+        .finally(() => { checking = null; });
+      await checking;
+    }
+    return others.known;
+  };
+
   return {
     kind: 'postgres',
     db,
     // On the listener's own connection: notifications never wait for a pooled one.
     async notify(channel, payload) {
       const client = await ensureListening();
+      if (!(await othersListen(client))) {
+        // Still reach this process's other listeners on the channel, as the NOTIFY would.
+        handlers.get(channel)?.forEach((h) => h(payload));
+        return;
+      }
       await client.query(NOTIFY_SQL, [channel, payload]);
     },
     async hotQuery<R>(name: string, text: string, values: readonly unknown[]) {
@@ -152,6 +176,7 @@ export const openEmbeddedDatabase = async (opts: EmbeddedOptions = {}): Promise<
   };
 };
 
+const LISTENER_APP = 'opsledger-listener';
 const NOTIFY_SQL = `select set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`;
 const notify = async (db: Kysely<Tables>, channel: string, payload: string): Promise<void> => {
   await db.executeQuery(CompiledQuery.raw(NOTIFY_SQL, [channel, payload]));
