@@ -8,6 +8,7 @@ import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { createDatabase, startPostgresServer, type PostgresServer } from '../test/support/postgresServer.ts';
+import { apiCommand, apiRead, livePush } from './api.ts';
 import { appendBatch } from './appendBatch.ts';
 import { appendLatency } from './appendLatency.ts';
 import { appendSingle, appendSinglePglite } from './appendSingle.ts';
@@ -20,6 +21,9 @@ const benchmarks: Benchmark[] = [
   { name: 'replay', needsServer: true, run: replay },
   { name: 'appendLatency', needsServer: true, run: appendLatency },
   { name: 'appendSinglePglite', needsServer: false, run: appendSinglePglite },
+  { name: 'apiRead', needsServer: false, run: apiRead },
+  { name: 'apiCommand', needsServer: false, run: apiCommand },
+  { name: 'livePush', needsServer: false, run: livePush },
 ];
 
 const filters = process.argv.slice(2).map((f) => f.toLowerCase());
