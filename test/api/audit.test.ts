@@ -3,7 +3,6 @@
 // by X-Test-User into res.locals.principal, which is all this endpoint reads.
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import { Router } from 'express';
 import { sql } from 'kysely';
 import pg from 'pg';
 import type { Principal } from '../../infra/auth/principal.ts';
@@ -11,15 +10,10 @@ import type { Database } from '../../infra/db/database.ts';
 import type { EventMetadata, EventStore, NewEvent } from '../../infra/eventStore/eventStore.ts';
 import { comparePositions, parsePosition } from '../../infra/eventStore/position.ts';
 import { createPostgresEventStore } from '../../infra/eventStore/postgresEventStore.ts';
-import { createHttpApp, finish } from '../../infra/http/createHttpApp.ts';
-import { bindRoutes, createOpenApiRegistry } from '../../infra/http/openapi.ts';
 import { auditRoutes, decodeCursor, encodeCursor, isSecretLikeKey, redactSecrets } from '../../read-api/audit.ts';
 import { freshDatabase, freshServerDatabase } from '../support/databases.ts';
-import { call, listen, memoryLogger, type Listening } from '../infra/http/httpHarness.ts';
-
-const principal = (p: Partial<Principal> & Pick<Principal, 'username'>): Principal => ({
-  userId: randomUUID(), role: 'user', memberships: {}, tokenId: null, scopes: null, projectPin: null, ...p,
-});
+import { call, listen, type Listening } from '../infra/http/httpHarness.ts';
+import { appWithTestPrincipals, principal } from '../support/testPrincipals.ts';
 
 const PRINCIPALS: Record<string, Principal> = {
   root: principal({ username: 'root', role: 'admin' }),
@@ -36,18 +30,7 @@ const PRINCIPALS: Record<string, Principal> = {
 };
 
 /** The app as the composition root builds it, with the test's stand-in for authentication. */
-const auditApp = (database: Database) => {
-  const app = createHttpApp({ logger: memoryLogger().logger });
-  app.use((req, res, next) => {
-    const who = req.headers['x-test-user'];
-    res.locals['principal'] = typeof who === 'string' ? (PRINCIPALS[who] ?? null) : null;
-    next();
-  });
-  const router = Router();
-  auditRoutes(bindRoutes(router, createOpenApiRegistry(), { prefix: '/api/v1' }), { db: database.db });
-  app.use('/api/v1', router);
-  return finish(app);
-};
+const auditApp = (database: Database) => appWithTestPrincipals(PRINCIPALS, (routes) => auditRoutes(routes, { db: database.db }));
 
 const meta = (who: Principal | null, project: string | null, extra: Partial<EventMetadata> = {}): EventMetadata => ({
   actor: who ? { user_id: who.userId, username: who.username, token_id: who.tokenId } : null,

@@ -2,21 +2,15 @@
 // the event store. A test middleware stands in for authentication (X-Test-User).
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import { Router } from 'express';
 import { sql } from 'kysely';
 import type { Principal } from '../../infra/auth/principal.ts';
 import type { Database } from '../../infra/db/database.ts';
 import type { EventMetadata, EventStore, NewEvent, RecordedEvent } from '../../infra/eventStore/eventStore.ts';
 import { createPostgresEventStore } from '../../infra/eventStore/postgresEventStore.ts';
-import { createHttpApp, finish } from '../../infra/http/createHttpApp.ts';
-import { bindRoutes, createOpenApiRegistry } from '../../infra/http/openapi.ts';
 import { categoryOf, streamRoutes, type StreamFold } from '../../read-api/streams.ts';
 import { freshDatabase } from '../support/databases.ts';
-import { call, listen, memoryLogger, type Listening } from '../infra/http/httpHarness.ts';
-
-const principal = (p: Partial<Principal> & Pick<Principal, 'username'>): Principal => ({
-  userId: randomUUID(), role: 'user', memberships: {}, tokenId: null, scopes: null, projectPin: null, ...p,
-});
+import { call, listen, type Listening } from '../infra/http/httpHarness.ts';
+import { appWithTestPrincipals, principal } from '../support/testPrincipals.ts';
 
 const PRINCIPALS: Record<string, Principal> = {
   root: principal({ username: 'root', role: 'admin' }),
@@ -75,16 +69,7 @@ describe('read-api: GET /api/v1/streams/{stream_id} (PGlite)', () => {
     await sql`update events set created_at = ('2024-0' || (stream_revision + 1)::text || '-01T00:00:00Z')::timestamptz
                where stream_id = ${counter}`.execute(database.db);
 
-    const app = createHttpApp({ logger: memoryLogger().logger });
-    app.use((req, res, next) => {
-      const who = req.headers['x-test-user'];
-      res.locals['principal'] = typeof who === 'string' ? (PRINCIPALS[who] ?? null) : null;
-      next();
-    });
-    const router = Router();
-    streamRoutes(bindRoutes(router, createOpenApiRegistry(), { prefix: '/api/v1' }), { store, folds: { counter: counterFold } });
-    app.use('/api/v1', router);
-    server = await listen(finish(app));
+    server = await listen(appWithTestPrincipals(PRINCIPALS, (routes) => streamRoutes(routes, { store, folds: { counter: counterFold } })));
   });
 
   after(async () => {
