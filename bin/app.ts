@@ -278,6 +278,11 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
       db: kernel.database.db,
       secretKey: secretKeys.secretKey,
       onBackgroundError: (err) => logger.warn({ err }, 'recording an API token’s last use failed'),
+      // Credentials resolve from memory until the identity or projects read models move
+      // (here, or on the leader instance: its checkpoint NOTIFY moves our view too).
+      epoch: () => kernel.runtime.status()
+        .filter((s) => s.name === identityProjection.name || s.name === projectsProjection.name)
+        .map((s) => formatPosition(s.position)).join(' '),
     });
 
     const metrics = createMetrics({ projections: () => projectionDetails(kernel, config.eventStore === 'postgres') });

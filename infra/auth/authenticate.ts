@@ -55,7 +55,15 @@ export type AuthenticatorOptions = {
   now?: () => number;
   /** Told when the best-effort last_used_at write fails. */
   onBackgroundError?: (err: unknown) => void;
+  /**
+   * Changes whenever the identity or projects read models may have changed, on any
+   * instance (their projections' positions). While it stays the same, a credential's
+   * user, token and memberships are served from memory instead of three queries.
+   */
+  epoch?: () => string;
 };
+
+const CACHE_MAX = 10_000;
 
 export type Authenticator = ReturnType<typeof createAuthenticator>;
 
@@ -63,6 +71,25 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
   const { db } = opts;
   const now = opts.now ?? Date.now;
   const lastUsedWrites = new Map<string, number>();
+  // What a credential resolved to, valid for one epoch. Expiry (JWT exp, a token's
+  // expires_at) is still checked on every request; revocation, deactivation and
+  // membership changes move the epoch before their command answers.
+  let cacheEpoch: string | null = null;
+  const cache = new Map<string, Omit<Caller, 'sessionExpiresAt'> & { tokenExpiresAt: number | null }>();
+  const cached = (key: string) => {
+    if (!opts.epoch) return undefined;
+    const epoch = opts.epoch();
+    if (epoch !== cacheEpoch) {
+      cache.clear();
+      cacheEpoch = epoch;
+    }
+    return cache.get(key);
+  };
+  const remember = (key: string, epoch: string | null, value: Omit<Caller, 'sessionExpiresAt'> & { tokenExpiresAt: number | null }) => {
+    if (!opts.epoch || epoch !== cacheEpoch) return; // the read models moved while we looked
+    if (cache.size >= CACHE_MAX) cache.clear();
+    cache.set(key, value);
+  };
 
   const membershipsOf = async (userId: string): Promise<Record<string, ProjectRole>> => {
     const rows = await db.selectFrom('project_members as m')
@@ -83,6 +110,16 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
   const fromSession = async (token: string): Promise<Caller> => {
     const claims = verifySession(token, { secret: opts.secretKey, now: now() });
     if (!UUID.test(claims.sub)) throw unauthorized('invalid token');
+    const key = `s:${claims.sub}:${claims.sv}`;
+    const hit = cached(key);
+    if (hit) return { ...hit, sessionExpiresAt: claims.exp };
+    const epoch = cacheEpoch;
+    const caller = await sessionCaller(claims);
+    remember(key, epoch, { ...caller, tokenExpiresAt: null });
+    return caller;
+  };
+
+  const sessionCaller = async (claims: { sub: string; sv: number; exp: number }): Promise<Caller> => {
     const user = await userRow(claims.sub);
     if (!user) throw unauthorized('invalid token');
     if (!user.active || user.session_version !== claims.sv) {
@@ -116,6 +153,22 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
 
   const fromApiToken = async (token: string): Promise<Caller> => {
     const hash = hashApiToken(token);
+    const key = `t:${hash}`;
+    const hit = cached(key);
+    if (hit) {
+      const at = now();
+      if (hit.tokenExpiresAt !== null && hit.tokenExpiresAt <= at) throw unauthorized('this API token has expired');
+      touch(hit.principal.tokenId!, at);
+      return { ...hit, sessionExpiresAt: null };
+    }
+    const epoch = cacheEpoch;
+    const caller = await tokenCaller(hash);
+    remember(key, epoch, caller);
+    const { tokenExpiresAt: _e, ...rest } = caller;
+    return rest;
+  };
+
+  const tokenCaller = async (hash: string): Promise<Caller & { tokenExpiresAt: number | null }> => {
     const row = await db.selectFrom('api_tokens as t')
       .innerJoin('users as u', 'u.id', 't.user_id')
       .select([
@@ -141,6 +194,7 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
       rateLimitPerSecond: row.rate_limit_per_second,
       rateLimitBurst: row.rate_limit_burst,
       sessionExpiresAt: null,
+      tokenExpiresAt: row.expires_at === null ? null : new Date(row.expires_at).getTime(),
     };
   };
 
