@@ -3,22 +3,11 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { AppError } from '../../../infra/errors.ts';
 import { deriveSecretsKey, loadSecretKeys, SECRETS_FILE } from '../../../infra/secretKeys.ts';
+import { expectCode } from '../../support/expectCode.ts';
 
 const unset = { secretKey: undefined, secretsKey: undefined };
 const mode = (path: string) => statSync(path).mode & 0o777;
-
-const expectCode = async (promise: Promise<unknown>, code: string): Promise<AppError> => {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).to.be.instanceOf(AppError);
-    expect((err as AppError).code).to.equal(code);
-    return err as AppError;
-  }
-  throw new Error(`expected ${code}, got success`);
-};
 
 describe('secret keys', () => {
   let root: string;

@@ -2,20 +2,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import { sql } from 'kysely';
 import type { Database } from '../../../infra/db/database.ts';
-import { AppError } from '../../../infra/errors.ts';
 import { createVault, type Vault } from '../../../infra/vault.ts';
 import { FLAVOURS, freshDatabase } from '../../support/databases.ts';
-
-const expectCode = async (promise: Promise<unknown>, code: string): Promise<AppError> => {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).to.be.instanceOf(AppError);
-    expect((err as AppError).code).to.equal(code);
-    return err as AppError;
-  }
-  throw new Error(`expected ${code}, got success`);
-};
+import { expectCode } from '../../support/expectCode.ts';
 
 // PGlite as embedded mode runs it, and a server, where bytea arrives as Buffer instead.
 for (const flavour of FLAVOURS) {
