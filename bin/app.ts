@@ -19,6 +19,7 @@ import type { EventStore } from '../infra/eventStore/eventStore.ts';
 import { createEsdbEventStore } from '../infra/eventStore/esdbEventStore.ts';
 import { createPostgresEventStore } from '../infra/eventStore/postgresEventStore.ts';
 import { comparePositions, formatPosition } from '../infra/eventStore/position.ts';
+import { chain, forPaths } from '../infra/http/chain.ts';
 import { createHttpApp, finish } from '../infra/http/createHttpApp.ts';
 import { idempotency } from '../infra/http/idempotency.ts';
 import { bindRoutes, createOpenApiRegistry, docsRouter, type OpenApiRegistry } from '../infra/http/openapi.ts';
@@ -164,7 +165,7 @@ export type RouteInstaller = { name: string; install(ctx: ApiContext): void | Pr
 export const identityRoutes: RouteInstaller = {
   name: 'identity',
   install(ctx) {
-    const reads = identityReadRoutes(ctx.routes, { db: ctx.kernel.database.db });
+    const reads = identityReadRoutes(ctx.routes, { db: ctx.kernel.database.db, epoch: () => ctx.kernel.runtime.generation([identityProjection.name]) });
     identityCommandRoutes(ctx.routes, {
       ...ctx.commandKit,
       db: ctx.kernel.database.db,
@@ -183,7 +184,7 @@ export const identityRoutes: RouteInstaller = {
 export const projectRoutes: RouteInstaller = {
   name: 'projects',
   install(ctx) {
-    const reads = projectReadRoutes(ctx.routes, { db: ctx.kernel.database.db });
+    const reads = projectReadRoutes(ctx.routes, { db: ctx.kernel.database.db, epoch: () => ctx.kernel.runtime.generation([projectsProjection.name]) });
     projectCommandRoutes(ctx.routes, {
       ...ctx.commandKit,
       db: ctx.kernel.database.db,
@@ -280,46 +281,47 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
       onBackgroundError: (err) => logger.warn({ err }, 'recording an API token’s last use failed'),
       // Credentials resolve from memory until the identity or projects read models move
       // (here, or on the leader instance: its checkpoint NOTIFY moves our view too).
-      epoch: () => kernel.runtime.status()
-        .filter((s) => s.name === identityProjection.name || s.name === projectsProjection.name)
-        .map((s) => formatPosition(s.position)).join(' '),
+      epoch: () => kernel.runtime.generation([identityProjection.name, projectsProjection.name]),
     });
 
     const metrics = createMetrics({ projections: () => projectionDetails(kernel, config.eventStore === 'postgres') });
     const app = createHttpApp({ logger, quietPaths: ['/health', '/health/ready', '/metrics'] });
-    app.use(metrics.httpMetricsMiddleware());
-    app.use(metrics.metricsRouter());
-    // Probes are neither authenticated nor rate limited: an orchestrator polls them.
-    app.use(healthRouter({
-      version: VERSION,
-      checks: {
-        database: () => ping(kernel.database),
-        event_store: async () => void (await kernel.store.headPosition()),
-        ...(rateLimiter.store === 'redis'
-          ? { redis: async () => { if (!(await rateLimiter.ready(1000))) throw new Error('not connected'); } }
-          : {}),
-      },
-      details: async () => ({ projections: await projectionDetails(kernel, config.eventStore === 'postgres') }),
-    }));
-    app.use(authenticator.middleware());
-    // Before refusing bad credentials, so that guessing tokens is limited per address too.
-    app.use(rateLimitMiddleware({
-      limiter: rateLimiter,
-      limitsFor: (req, res) => {
-        const caller = callerOf(res);
-        return limitsForCaller(config, caller ? {
-          userId: caller.principal.userId, role: caller.principal.role,
-          rateLimitPerSecond: caller.rateLimitPerSecond, rateLimitBurst: caller.rateLimitBurst,
-        } : null, req.ip ?? req.socket.remoteAddress);
-      },
-    }));
-    app.use(rejectInvalidCredentials());
-
     const registry = createOpenApiRegistry();
-    app.use(docsRouter(registry, {
-      title: 'Opsledger', version: VERSION,
-      description: 'Event-sourced control plane for fleets. Authenticate with `Authorization: Bearer <token>` (a session token from POST /api/v1/auth/login, or an API token).',
-    }));
+    // Everything in front of the API routes, as one layer (infra/http/chain.ts). Probes are
+    // answered before authentication and rate limiting: an orchestrator polls them.
+    app.use(chain(
+      metrics.httpMetricsMiddleware(),
+      forPaths(['/metrics'], metrics.metricsRouter()),
+      forPaths(['/health'], healthRouter({
+        version: VERSION,
+        checks: {
+          database: () => ping(kernel.database),
+          event_store: async () => void (await kernel.store.headPosition()),
+          ...(rateLimiter.store === 'redis'
+            ? { redis: async () => { if (!(await rateLimiter.ready(1000))) throw new Error('not connected'); } }
+            : {}),
+        },
+        details: async () => ({ projections: await projectionDetails(kernel, config.eventStore === 'postgres') }),
+      })),
+      authenticator.middleware(),
+      // Before refusing bad credentials, so that guessing tokens is limited per address too.
+      rateLimitMiddleware({
+        limiter: rateLimiter,
+        limitsFor: (req, res) => {
+          const caller = callerOf(res);
+          if (!caller) return limitsForCaller(config, null, req.ip ?? req.socket.remoteAddress);
+          return limitsForCaller(config, {
+            userId: caller.principal.userId, role: caller.principal.role,
+            rateLimitPerSecond: caller.rateLimitPerSecond, rateLimitBurst: caller.rateLimitBurst,
+          }, undefined);
+        },
+      }),
+      rejectInvalidCredentials(),
+      forPaths(['/openapi.json', '/docs'], docsRouter(registry, {
+        title: 'Opsledger', version: VERSION,
+        description: 'Event-sourced control plane for fleets. Authenticate with `Authorization: Bearer <token>` (a session token from POST /api/v1/auth/login, or an API token).',
+      })),
+    ));
     const router = Router();
     const routes = bindRoutes(router, registry, {
       prefix: API_BASE,

@@ -39,30 +39,31 @@ const APPEND_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.0
 
 export const UNMATCHED = 'unmatched';
 
-// The router sets req.route when a route matches; at that moment req.baseUrl is the
-// mount path of the router that holds it (later, on an error's way out, it is unwound).
-// So the pattern is taken when req.route is set: `/api/v1` + `/streams/:stream_id`.
-const ROUTE = Symbol('opsledger.metrics.route');
-type Tracked = Request & { [ROUTE]?: string };
+const ROUTE_LABEL = 'metricsRoute';
+
+/**
+ * Names the route pattern of a request for the metrics (bindRoutes does it for every API
+ * route). It must be set while the route runs: an error leaves the router, which unwinds
+ * req.baseUrl, before it is answered.
+ */
+export const setRouteLabel = (res: Response, pattern: string): void => {
+  res.locals[ROUTE_LABEL] = pattern;
+};
 
 const patternOf = (path: unknown): string =>
   typeof path === 'string' ? path : Array.isArray(path) ? path.map(patternOf).join('|') : path instanceof RegExp ? path.source : UNMATCHED;
 
-const trackRoute = (req: Tracked): void => {
-  let route: unknown = (req as { route?: unknown }).route;
-  Object.defineProperty(req, 'route', {
-    configurable: true,
-    enumerable: true,
-    get: () => route,
-    set(value: unknown) {
-      route = value;
-      if (value && typeof value === 'object') req[ROUTE] = `${req.baseUrl ?? ''}${patternOf((value as { path?: unknown }).path)}` || '/';
-    },
-  });
+/**
+ * The label of a finished request: the pattern set by setRouteLabel, else that of the
+ * route that answered (right for routes outside the API router, which mounts nothing
+ * under a prefix), else 'unmatched' (404s, static files, …).
+ */
+export const routeLabel = (req: Request, res: Response): string => {
+  const set = res.locals[ROUTE_LABEL] as string | undefined;
+  if (set !== undefined) return set;
+  const route = (req as { route?: { path?: unknown } }).route;
+  return route ? `${req.baseUrl ?? ''}${patternOf(route.path)}` || '/' : UNMATCHED;
 };
-
-/** The label of a finished request: its route pattern, or 'unmatched' (404s, static files, …). */
-export const routeLabel = (req: Request): string => (req as Tracked)[ROUTE] ?? UNMATCHED;
 
 export const createMetrics = (opts: MetricsOptions = {}): Metrics => {
   const registry = new Registry();
@@ -130,18 +131,13 @@ export const createMetrics = (opts: MetricsOptions = {}): Metrics => {
     registry,
     httpMetricsMiddleware(): RequestHandler {
       return (req, res: Response, next) => {
-        const started = process.hrtime.bigint();
-        trackRoute(req);
-        let done = false;
-        const record = () => {
-          if (done) return;
-          done = true;
-          const labels = { method: req.method, route: routeLabel(req), status: String(res.statusCode) };
+        const started = performance.now();
+        // 'close' comes once per response: after it was sent, or when the client went away first.
+        res.once('close', () => {
+          const labels = { method: req.method, route: routeLabel(req, res), status: String(res.statusCode) };
           requests.inc(labels);
-          durations.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
-        };
-        res.once('finish', record);
-        res.once('close', record); // the client went away before the end
+          durations.observe(labels, (performance.now() - started) / 1000);
+        });
         next();
       };
     },

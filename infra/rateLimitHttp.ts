@@ -55,9 +55,9 @@ export const setRateLimitHeaders = (res: Response, d: RateDecision): void => {
   const shown = res.locals['rateLimit'] as RateDecision | undefined;
   if (shown && shown.remaining < d.remaining) return;
   res.locals['rateLimit'] = d;
-  res.set('X-RateLimit-Limit', String(d.limit));
-  res.set('X-RateLimit-Remaining', String(d.remaining));
-  res.set('X-RateLimit-Reset', String(d.resetEpochSeconds));
+  res.setHeader('X-RateLimit-Limit', String(d.limit));
+  res.setHeader('X-RateLimit-Remaining', String(d.remaining));
+  res.setHeader('X-RateLimit-Reset', String(d.resetEpochSeconds));
 };
 
 const perSecond = (rate: number) =>

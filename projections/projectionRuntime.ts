@@ -43,6 +43,8 @@ type Slot = {
   progress: BehaviorSubject<Position>;
   state: ProjectionState;
   lastError: string | null;
+  /** Moves whenever the read model may have changed (a batch of events committed here, a reset, or the leader's NOTIFY). */
+  generation: number;
 };
 
 export type ProjectionRuntimeOptions = {
@@ -62,7 +64,7 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
   const replayBatchSize = Math.max(batchSize, 5000);
   const changes = new Subject<Change>();
   const slots = new Map<string, Slot>(
-    opts.projectors.map((p) => [p.name, { projector: p, progress: new BehaviorSubject(START), state: 'stopped', lastError: null }]),
+    opts.projectors.map((p) => [p.name, { projector: p, progress: new BehaviorSubject(START), state: 'stopped', lastError: null, generation: 0 }]),
   );
   if (slots.size !== opts.projectors.length) throw new Error('projector names must be unique');
   let stopping: AbortController | null = null;
@@ -91,6 +93,7 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
         .set({ version: p.version, transaction_id: '0', global_position: 0, updated_at: new Date() })
         .where('name', '=', p.name).execute();
     });
+    slots.get(p.name)!.generation += 1;
   };
 
   /** Applies one batch with its checkpoint; the compare-and-set on the old checkpoint fences off a deposed leader. */
@@ -126,6 +129,7 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
       const idle = page.events.length === 0;
       if (!idle || (Date.now() - savedAt > IDLE_CHECKPOINT_MS && comparePositions(page.scannedTo, checkpoint) > 0)) {
         const produced = await applyBatch(p, page.events, checkpoint, page.scannedTo);
+        if (!idle) slot.generation += 1;
         checkpoint = page.scannedTo;
         savedAt = Date.now();
         if (!idle) onBatch?.(page.events.length);
@@ -210,7 +214,10 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
         const [name, pos] = payload.split(' ');
         const slot = name ? slots.get(name) : undefined;
         const position = pos ? parsePosition(pos) : null;
-        if (slot && position) advance(slot, position);
+        if (slot && position) {
+          slot.generation += 1; // the leader's batch may have written the read model
+          advance(slot, position);
+        }
       });
       for (const slot of slots.values()) {
         slot.state = 'starting';
@@ -277,6 +284,17 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
       } finally {
         await lock.release();
       }
+    },
+
+    /**
+     * A number that changes whenever the read models of the named projections may have
+     * changed, here or on the leader instance; memory caches of those read models are valid
+     * while it stays the same (see infra/epochCache.ts). Cheap enough for every request.
+     */
+    generation(names: readonly string[]): number {
+      let sum = 0;
+      for (const name of names) sum += slotOf(name).generation;
+      return sum;
     },
 
     names: (): string[] => [...slots.keys()],

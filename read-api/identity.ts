@@ -9,6 +9,7 @@ import { can, effectivePermissions } from '../infra/auth/authorize.ts';
 import { GLOBAL_PERMISSIONS, PROJECT_PERMISSIONS, PROJECT_ROLES, USER_ROLES } from '../infra/auth/permissions.ts';
 import type { Principal } from '../infra/auth/principal.ts';
 import type { ApiTokensTable, Tables, UsersTable } from '../infra/db/tables.ts';
+import { createEpochCache, noCache, type EpochCache } from '../infra/epochCache.ts';
 import { AppError } from '../infra/errors.ts';
 import { setEtag } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
@@ -86,11 +87,18 @@ const TOKEN_COLUMNS = ['id', 'user_id', 'name', 'prefix', 'scopes', 'project', '
 
 export type UserFilter = { active?: boolean | undefined; role?: 'admin' | 'user' | undefined };
 
-export const identityQueries = (db: Kysely<Tables>) => {
-  const user = async (id: string): Promise<{ view: UserView; revision: bigint } | null> => {
-    const row = await db.selectFrom('users').select(USER_COLUMNS).where('id', '=', id).executeTakeFirst();
-    return row ? { view: toUserView(row as Selectable<UsersTable>), revision: BigInt(row.revision) } : null;
-  };
+// The authenticator hands out the same caller object, and `user` the same row, until the
+// read models move: the view built from the two is kept beside the caller and reused
+// while the row is the same object.
+const meViews = new WeakMap<object, { row: object; view: MeView }>();
+
+/** `cache`: single users by id, exact while the identity read model stands still (infra/epochCache.ts). */
+export const identityQueries = (db: Kysely<Tables>, cache: EpochCache<{ view: UserView; revision: bigint } | null> = noCache()) => {
+  const user = (id: string): Promise<{ view: UserView; revision: bigint } | null> =>
+    cache.through(id, async () => {
+      const row = await db.selectFrom('users').select(USER_COLUMNS).where('id', '=', id).executeTakeFirst();
+      return row ? { view: toUserView(row as Selectable<UsersTable>), revision: BigInt(row.revision) } : null;
+    });
   return {
     user,
     async listUsers(filter: UserFilter, p: Pagination): Promise<Page<UserView>> {
@@ -119,6 +127,8 @@ export const identityQueries = (db: Kysely<Tables>) => {
     async me(principal: Principal, caller: Caller | null): Promise<{ view: MeView; revision: bigint } | null> {
       const found = await user(principal.userId);
       if (!found) return null;
+      const kept = meViews.get(caller ?? principal);
+      if (kept?.row === found) return { view: kept.view, revision: found.revision };
       const memberships = Object.entries(principal.memberships)
         .map(([project, role]) => ({ project, role }))
         .sort((a, b) => a.project.localeCompare(b.project));
@@ -134,6 +144,7 @@ export const identityQueries = (db: Kysely<Tables>) => {
           session_expires_at: caller?.sessionExpiresAt ? new Date(caller.sessionExpiresAt * 1000).toISOString() : null,
         },
       };
+      meViews.set(caller ?? principal, { row: found, view });
       return { view, revision: found.revision };
     },
   };
@@ -151,8 +162,8 @@ export const requireSelfOrUsersAdmin = (principal: Principal, userId: string): v
 const UserParams = z.object({ id: Uuid });
 const BoolText = z.enum(['true', 'false']).transform((v) => v === 'true');
 
-export const identityReadRoutes = (routes: Routes, deps: { db: Kysely<Tables> }): IdentityQueries => {
-  const q = identityQueries(deps.db);
+export const identityReadRoutes = (routes: Routes, deps: { db: Kysely<Tables>; epoch?: () => number }): IdentityQueries => {
+  const q = identityQueries(deps.db, deps.epoch ? createEpochCache({ epoch: deps.epoch }) : noCache());
 
   routes.get({
     path: '/auth/me', summary: 'The caller: profile, memberships and effective permissions', tags: ['auth'], auth: true,

@@ -7,6 +7,7 @@ import { canSeeProject, projectNotFound, requirePrincipal, requireProjectAccess 
 import { PROJECT_PERMISSIONS, PROJECT_ROLES } from '../infra/auth/permissions.ts';
 import type { Principal } from '../infra/auth/principal.ts';
 import type { ProjectsTable, Tables } from '../infra/db/tables.ts';
+import { createEpochCache, noCache, type EpochCache } from '../infra/epochCache.ts';
 import { setEtag } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { page, PageOf, Pagination, Slug, type Page } from '../infra/http/validate.ts';
@@ -45,7 +46,9 @@ export type MemberView = z.output<typeof MemberView>;
 const iso = (d: Date | string): string => new Date(d).toISOString();
 const PROJECT_COLUMNS = ['slug', 'display_name', 'billing_account', 'created_by', 'created_at', 'updated_at', 'revision'] as const;
 
-const toProjectView = (p: Pick<Selectable<ProjectsTable>, (typeof PROJECT_COLUMNS)[number]>, principal: Principal | null): ProjectView => ({
+type ProjectRow = Pick<Selectable<ProjectsTable>, (typeof PROJECT_COLUMNS)[number]>;
+
+const toProjectView = (p: ProjectRow, principal: Principal | null): ProjectView => ({
   slug: p.slug, display_name: p.display_name,
   billing_account: (p.billing_account ?? null) as ProjectView['billing_account'],
   created_by: p.created_by, created_at: iso(p.created_at), updated_at: iso(p.updated_at),
@@ -56,10 +59,12 @@ const toProjectView = (p: Pick<Selectable<ProjectsTable>, (typeof PROJECT_COLUMN
 const seesAll = (principal: Principal): boolean =>
   principal.role === 'admin' && !principal.projectPin && (!principal.scopes || PROJECT_PERMISSIONS.some((p) => principal.scopes!.has(p)));
 
-export const projectQueries = (db: Kysely<Tables>) => ({
+/** `cache`: single project rows by slug, exact while the projects read model stands still (infra/epochCache.ts). */
+export const projectQueries = (db: Kysely<Tables>, cache: EpochCache<ProjectRow | null> = noCache()) => ({
   /** The live project, or null when it does not exist or was deleted. */
   async project(slug: string, principal: Principal | null): Promise<{ view: ProjectView; revision: bigint } | null> {
-    const row = await db.selectFrom('projects').select(PROJECT_COLUMNS).where('slug', '=', slug).where('deleted', '=', false).executeTakeFirst();
+    const row = await cache.through(slug, async () =>
+      (await db.selectFrom('projects').select(PROJECT_COLUMNS).where('slug', '=', slug).where('deleted', '=', false).executeTakeFirst()) ?? null);
     return row ? { view: toProjectView(row, principal), revision: BigInt(row.revision) } : null;
   },
   async visibleProjects(principal: Principal, p: Pagination): Promise<Page<ProjectView>> {
@@ -96,8 +101,8 @@ export type ProjectQueries = ReturnType<typeof projectQueries>;
 
 const SlugParams = z.object({ slug: Slug });
 
-export const projectReadRoutes = (routes: Routes, deps: { db: Kysely<Tables> }): ProjectQueries => {
-  const q = projectQueries(deps.db);
+export const projectReadRoutes = (routes: Routes, deps: { db: Kysely<Tables>; epoch?: () => number }): ProjectQueries => {
+  const q = projectQueries(deps.db, deps.epoch ? createEpochCache({ epoch: deps.epoch }) : noCache());
 
   routes.get({
     path: '/projects', summary: 'List the projects you can see', tags: ['projects'], auth: true,

@@ -13,10 +13,11 @@
 import type { Request, RequestHandler, Response } from 'express';
 import type { Kysely } from 'kysely';
 import type { Tables } from '../db/tables.ts';
+import { createEpochCache, noCache, type EpochCache } from '../epochCache.ts';
 import { AppError } from '../errors.ts';
 import { API_TOKEN_PREFIX, hashApiToken, looksLikeApiToken, sameHash } from './apiToken.ts';
 import { can } from './authorize.ts';
-import { verifySession, type SessionSecret } from './jwt.ts';
+import { createSessionVerifier, type SessionSecret } from './jwt.ts';
 import { isPermission, PROJECT_PERMISSIONS, PROJECT_ROLES, type Permission, type ProjectPermission, type ProjectRole, type UserRole } from './permissions.ts';
 import type { Principal } from './principal.ts';
 
@@ -60,8 +61,11 @@ export type AuthenticatorOptions = {
    * instance (their projections' positions). While it stays the same, a credential's
    * user, token and memberships are served from memory instead of three queries.
    */
-  epoch?: () => string;
+  epoch?: () => number | string;
 };
+
+/** A caller as cached (shared between requests: never changed once made). */
+type CachedCaller = Caller & { tokenExpiresAt: number | null };
 
 const CACHE_MAX = 10_000;
 
@@ -71,25 +75,11 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
   const { db } = opts;
   const now = opts.now ?? Date.now;
   const lastUsedWrites = new Map<string, number>();
+  const verifySession = createSessionVerifier({ secret: opts.secretKey });
   // What a credential resolved to, valid for one epoch. Expiry (JWT exp, a token's
   // expires_at) is still checked on every request; revocation, deactivation and
   // membership changes move the epoch before their command answers.
-  let cacheEpoch: string | null = null;
-  const cache = new Map<string, Omit<Caller, 'sessionExpiresAt'> & { tokenExpiresAt: number | null }>();
-  const cached = (key: string) => {
-    if (!opts.epoch) return undefined;
-    const epoch = opts.epoch();
-    if (epoch !== cacheEpoch) {
-      cache.clear();
-      cacheEpoch = epoch;
-    }
-    return cache.get(key);
-  };
-  const remember = (key: string, epoch: string | null, value: Omit<Caller, 'sessionExpiresAt'> & { tokenExpiresAt: number | null }) => {
-    if (!opts.epoch || epoch !== cacheEpoch) return; // the read models moved while we looked
-    if (cache.size >= CACHE_MAX) cache.clear();
-    cache.set(key, value);
-  };
+  const cache: EpochCache<CachedCaller> = opts.epoch ? createEpochCache({ epoch: opts.epoch, max: CACHE_MAX }) : noCache();
 
   const membershipsOf = async (userId: string): Promise<Record<string, ProjectRole>> => {
     const rows = await db.selectFrom('project_members as m')
@@ -107,19 +97,20 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
       .select(['id', 'username', 'role', 'active', 'session_version', 'rate_limit_per_second', 'rate_limit_burst'])
       .where('id', '=', id).executeTakeFirst();
 
+  // Cached under the token itself, so that a hit needs neither the JWT check nor a copy;
+  // only expiry is checked again.
   const fromSession = async (token: string): Promise<Caller> => {
-    const claims = verifySession(token, { secret: opts.secretKey, now: now() });
+    const hit = cache.get(token);
+    if (hit) {
+      if (now() >= hit.sessionExpiresAt! * 1000) throw new AppError('TOKEN_EXPIRED', 'token expired');
+      return hit;
+    }
+    const claims = verifySession(token, now());
     if (!UUID.test(claims.sub)) throw unauthorized('invalid token');
-    const key = `s:${claims.sub}:${claims.sv}`;
-    const hit = cached(key);
-    if (hit) return { ...hit, sessionExpiresAt: claims.exp };
-    const epoch = cacheEpoch;
-    const caller = await sessionCaller(claims);
-    remember(key, epoch, { ...caller, tokenExpiresAt: null });
-    return caller;
+    return cache.through(token, () => sessionCaller(claims));
   };
 
-  const sessionCaller = async (claims: { sub: string; sv: number; exp: number }): Promise<Caller> => {
+  const sessionCaller = async (claims: { sub: string; sv: number; exp: number }): Promise<CachedCaller> => {
     const user = await userRow(claims.sub);
     if (!user) throw unauthorized('invalid token');
     if (!user.active || user.session_version !== claims.sv) {
@@ -134,6 +125,7 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
       rateLimitPerSecond: user.rate_limit_per_second,
       rateLimitBurst: user.rate_limit_burst,
       sessionExpiresAt: claims.exp,
+      tokenExpiresAt: null,
     };
   };
 
@@ -153,22 +145,15 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
 
   const fromApiToken = async (token: string): Promise<Caller> => {
     const hash = hashApiToken(token);
-    const key = `t:${hash}`;
-    const hit = cached(key);
-    if (hit) {
-      const at = now();
-      if (hit.tokenExpiresAt !== null && hit.tokenExpiresAt <= at) throw unauthorized('this API token has expired');
-      touch(hit.principal.tokenId!, at);
-      return { ...hit, sessionExpiresAt: null };
-    }
-    const epoch = cacheEpoch;
-    const caller = await tokenCaller(hash);
-    remember(key, epoch, caller);
-    const { tokenExpiresAt: _e, ...rest } = caller;
-    return rest;
+    const caller = await cache.through(`t:${hash}`, () => tokenCaller(hash));
+    const at = now();
+    if (caller.tokenExpiresAt !== null && caller.tokenExpiresAt <= at) throw unauthorized('this API token has expired');
+    touch(caller.principal.tokenId!, at);
+    return caller;
   };
 
-  const tokenCaller = async (hash: string): Promise<Caller & { tokenExpiresAt: number | null }> => {
+  // Expiry is checked by the caller of this on every use, cached or not.
+  const tokenCaller = async (hash: string): Promise<CachedCaller> => {
     const row = await db.selectFrom('api_tokens as t')
       .innerJoin('users as u', 'u.id', 't.user_id')
       .select([
@@ -179,12 +164,9 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
       .executeTakeFirst();
     // The lookup is by the hash (an index); comparing again in constant time costs nothing.
     if (!row || !sameHash(row.token_hash, hash)) throw unauthorized('invalid token');
-    const at = now();
     if (row.revoked_at !== null) throw unauthorized('this API token was revoked');
-    if (row.expires_at !== null && new Date(row.expires_at).getTime() <= at) throw unauthorized('this API token has expired');
     if (!row.active) throw unauthorized('the user of this API token is deactivated');
     const scopes = Array.isArray(row.scopes) ? new Set((row.scopes as unknown[]).filter((s): s is Permission => typeof s === 'string' && isPermission(s))) : null;
-    touch(row.id, at);
     return {
       principal: {
         userId: row.user_id, username: row.username, role: row.role as UserRole, memberships: await membershipsOf(row.user_id),

@@ -2,7 +2,7 @@
 // Codes map to statuses through the one table (errorStatus.ts); an error we did not
 // anticipate answers a generic 500 and is logged with the request id, and neither its
 // message nor its stack ever reaches the response.
-import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
+import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { AppError } from '../errors.ts';
@@ -90,13 +90,10 @@ export const describeError = (err: unknown): Described => {
   return internal();
 };
 
-const loggerFor = (req: Request, logger: Logger, requestId: string | undefined): Logger =>
-  (req as Request & { log?: Logger }).log ?? logger.child({ request_id: requestId });
-
 /** The final error middleware: always answers through sendProblem. */
 export const errorHandler = (opts: { logger: Logger }): ErrorRequestHandler => (err, req, res, next) => {
   const { problem, unexpected } = describeError(err);
-  const log = loggerFor(req, opts.logger, res.locals.requestId);
+  const log = opts.logger.child({ request_id: res.locals.requestId });
   if (unexpected) log.error({ err, method: req.method, path: req.path }, 'unhandled error');
   if (res.headersSent) {
     // Too late for a problem body: let express cut the connection.

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
+import { setRouteLabel } from '../metrics.ts';
 import { validated, type RequestSchemas, type Validated } from './validate.ts';
 
 export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'delete';
@@ -272,8 +273,12 @@ export const bindRoutes = (router: Router, registry: OpenApiRegistry, opts: Bind
     const idempotent = method === 'post' && opts.idempotency !== undefined && spec.idempotent !== false;
     const full = { ...spec, method, path: `${opts.prefix ?? ''}${spec.path}`, idempotent } as RouteSpec<typeof spec & RequestSchemas>;
     const route = registry.registerRoute(full);
+    const label: RequestHandler = (_req, res, next) => {
+      setRouteLabel(res, full.path);
+      next();
+    };
     const run: RequestHandler = (req, res) => handler(route.parse(req) as never, req, res);
-    router[method](spec.path, ...(opts.before ?? []), ...(idempotent ? [opts.idempotency!] : []), run);
+    router[method](spec.path, label, ...(opts.before ?? []), ...(idempotent ? [opts.idempotency!] : []), run);
     return route as never;
   };
   return { get: bind('get'), post: bind('post'), put: bind('put'), patch: bind('patch'), delete: bind('delete') };

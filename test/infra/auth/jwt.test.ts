@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import { expect } from 'chai';
 import jwt from 'jsonwebtoken';
 import { AppError } from '../../../infra/errors.ts';
-import { signSession, verifySession } from '../../../infra/auth/jwt.ts';
+import { createSessionVerifier, signSession, verifySession } from '../../../infra/auth/jwt.ts';
 
 const SECRET = Buffer.from('a-test-secret-that-is-long-enough-0123456789', 'utf8');
 const OTHER_SECRET = Buffer.from('another-secret-that-is-long-enough-987654321', 'utf8');
@@ -112,5 +112,43 @@ describe('session JWT', () => {
   it('refuses to sign or verify with a secret shorter than 32 bytes', () => {
     expect(() => signSession({ userId: 'u', sessionVersion: 0 }, { secret: 'short', expiresInSeconds: 60 })).to.throw(/at least 32 bytes/);
     expect(() => verifySession('a.b.c', { secret: 'short' })).to.throw(/at least 32 bytes/);
+  });
+
+  describe('createSessionVerifier (remembers verified tokens)', () => {
+    const codeOf = (fn: () => unknown): string => {
+      try {
+        fn();
+      } catch (err) {
+        return (err as AppError).code;
+      }
+      return 'accepted';
+    };
+
+    it('answers a token it verified before, and still expires it on time', () => {
+      const verify = createSessionVerifier({ secret: SECRET });
+      const token = signSession({ userId: 'user-1', sessionVersion: 2 }, { secret: SECRET, expiresInSeconds: 60, now: NOW });
+      expect(verify(token, NOW)).to.include({ sub: 'user-1', sv: 2 });
+      expect(verify(token, NOW_S * 1000 + 59_000)).to.include({ sub: 'user-1' });
+      expect(codeOf(() => verify(token, NOW_S * 1000 + 60_000))).to.equal('TOKEN_EXPIRED');
+      expect(codeOf(() => verify(token, NOW))).to.equal('accepted'); // not poisoned: verified again from scratch
+    });
+
+    it('never lets a token through on the strength of another: a changed signature or payload is verified afresh', () => {
+      const verify = createSessionVerifier({ secret: SECRET });
+      const token = signSession({ userId: 'user-1', sessionVersion: 2 }, { secret: SECRET, expiresInSeconds: 60, now: NOW });
+      verify(token, NOW);
+      const [h, p, sig] = token.split('.') as [string, string, string];
+      const flipped = `${h}.${p}.${sig.slice(0, -2)}${sig.endsWith('AA') ? 'BA' : 'AA'}`;
+      expect(codeOf(() => verify(flipped, NOW))).to.equal('UNAUTHORIZED');
+      expect(codeOf(() => verify(`${h}.${b64url({ ...validPayload(), sub: 'admin' })}.${sig}`, NOW))).to.equal('UNAUTHORIZED');
+      const other = createSessionVerifier({ secret: OTHER_SECRET });
+      expect(codeOf(() => other(token, NOW))).to.equal('UNAUTHORIZED');
+    });
+
+    it('stays bounded: past max it starts over and keeps working', () => {
+      const verify = createSessionVerifier({ secret: SECRET, max: 2 });
+      const tokens = [1, 2, 3].map((v) => signSession({ userId: `u-${v}`, sessionVersion: v }, { secret: SECRET, expiresInSeconds: 60, now: NOW }));
+      for (const t of [...tokens, ...tokens]) expect(verify(t, NOW).sub).to.match(/^u-\d$/);
+    });
   });
 });
