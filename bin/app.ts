@@ -27,6 +27,7 @@ import { createRateLimiter, type RateLimiter } from '../infra/rateLimit.ts';
 import { limitsForCaller, rateLimitMiddleware } from '../infra/rateLimitHttp.ts';
 import { loadSecretKeys, type SecretKeys } from '../infra/secretKeys.ts';
 import { createVault, type Vault } from '../infra/vault.ts';
+import { createWorkerRegistry, type WorkerRegistry } from '../infra/workers.ts';
 import { identityProjection } from '../projections/identity.ts';
 import { createProjectionRuntime, type ProjectionRuntime } from '../projections/projectionRuntime.ts';
 import { projectsProjection } from '../projections/projects.ts';
@@ -40,7 +41,7 @@ import { streamRoutes, type StreamFold } from '../read-api/streams.ts';
 import { createMetrics, withAppendMetrics } from '../infra/metrics.ts';
 import type { Decider, DomainEvent } from '../domain/decider.ts';
 import { identityDecider } from '../domain/identity.ts';
-import { projectDecider } from '../domain/projects.ts';
+import { projectDecider, type ProjectEvent } from '../domain/projects.ts';
 import { usernameDecider } from '../domain/usernames.ts';
 
 export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
@@ -48,6 +49,9 @@ export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json'
 export const API_BASE = '/api/v1';
 
 export const projectors = [streamCatalogProjection, identityProjection, projectsProjection];
+
+/** The project events that change who belongs where (a principal's memberships): a project's other edits leave credentials alone. */
+const MEMBERSHIP_EVENT_TYPES = ['ProjectCreated', 'ProjectDeleted', 'MemberSet', 'MemberRemoved'] as const satisfies readonly ProjectEvent['type'][];
 
 export type Kernel = {
   database: Database;
@@ -153,6 +157,8 @@ export type ApiContext = {
   registry: OpenApiRegistry;
   /** What startServer was given besides the configuration. */
   options: ServerOptions;
+  /** The service's workers: register yours here; they start once the API listens and stop after it drained. */
+  workers: WorkerRegistry;
   /** Runs once the HTTP server listens (e.g. to attach Socket.IO to it). */
   onListening(hook: (server: Server) => void | Promise<void>): void;
   /** Runs on shutdown after the server stopped taking requests, before the kernel closes (in reverse order). */
@@ -281,9 +287,11 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
       onBackgroundError: (err) => logger.warn({ err }, 'recording an API token’s last use failed'),
       // Credentials resolve from memory until the identity or projects read models move
       // (here, or on the leader instance: its checkpoint NOTIFY moves our view too).
-      epoch: () => kernel.runtime.generation([identityProjection.name, projectsProjection.name]),
+      epoch: () => kernel.runtime.generation([identityProjection.name])
+        + kernel.runtime.generation([projectsProjection.name], MEMBERSHIP_EVENT_TYPES),
     });
 
+    const workers = createWorkerRegistry({ logger });
     const metrics = createMetrics({ projections: () => projectionDetails(kernel, config.eventStore === 'postgres') });
     const app = createHttpApp({ logger, quietPaths: ['/health', '/health/ready', '/metrics'] });
     const registry = createOpenApiRegistry();
@@ -301,7 +309,7 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
             ? { redis: async () => { if (!(await rateLimiter.ready(1000))) throw new Error('not connected'); } }
             : {}),
         },
-        details: async () => ({ projections: await projectionDetails(kernel, config.eventStore === 'postgres') }),
+        details: async () => ({ projections: await projectionDetails(kernel, config.eventStore === 'postgres'), workers: workers.status() }),
       })),
       authenticator.middleware(),
       // Before refusing bad credentials, so that guessing tokens is limited per address too.
@@ -339,7 +347,7 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
     const ctx: ApiContext = {
       config, logger, kernel, vault, secretKeys, authenticator, limiter: rateLimiter,
       commandKit: { store: withAppendMetrics(kernel.store, metrics), whenCaughtUp: kernel.runtime.whenCaughtUp, logger },
-      app, router, routes, registry, options: opts,
+      app, router, routes, registry, options: opts, workers,
       onListening: (hook) => void listeningHooks.push(hook),
       onClose: (hook) => void closeHooks.push(hook),
     };
@@ -352,6 +360,7 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
       server.listen(config.port, config.host, () => resolve());
     });
     for (const hook of listeningHooks) await hook(server);
+    await workers.start();
     const { port } = server.address() as AddressInfo;
     const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
     let closing: Promise<void> | null = null;
@@ -368,6 +377,7 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
           server.closeIdleConnections();
           for (const hook of closeHooks.reverse()) await Promise.resolve(hook()).catch((err: unknown) => logger.warn({ err }, 'a shutdown hook failed'));
           await drained;
+          await workers.stop();
           await rateLimiter.close();
           await kernel.close();
         })()),

@@ -83,9 +83,8 @@ export const projectCommandRoutes = (routes: Routes, deps: ProjectCommandDeps): 
   };
 
   /** 404 unless the project is live (after the visibility check, so invisible and missing look alike). */
-  const requireLive = async (slug: string) => {
-    const row = await db.selectFrom('projects').select('slug').where('slug', '=', slug).where('deleted', '=', false).executeTakeFirst();
-    if (!row) throw projectNotFound(slug);
+  const requireLive = async (slug: string, principal: Principal) => {
+    if (!(await views.project(slug, principal))) throw projectNotFound(slug);
   };
 
   routes.post({
@@ -112,13 +111,15 @@ export const projectCommandRoutes = (routes: Routes, deps: ProjectCommandDeps): 
     responses: { 200: { body: views.schemas.Project, headers: { ETag: 'the project’s revision' } }, 404: 'no such project (or not visible to you)' },
   }, async ({ params, body }, req, res) => {
     const principal = requireProjectAccess(res, params.slug, 'members:write');
-    await requireLive(params.slug);
     const changes = {
       ...(body.display_name !== undefined ? { displayName: body.display_name } : {}),
       ...(body.billing_account !== undefined ? { billingAccount: body.billing_account } : {}),
     };
     const result = await withIfMatch(req, async (expected) => {
+      // A change is checked by the decider (a missing or deleted project is a 404 there);
+      // an empty one with If-Match only compares revisions, so it looks the project up first.
       if (Object.keys(changes).length === 0 && expected !== undefined) {
+        await requireLive(params.slug, principal);
         const actual = await deps.store.streamRevision(projectStream(params.slug));
         if (actual !== expected) throw new ConcurrencyError(projectStream(params.slug), `revision ${expected}`, actual);
       }
@@ -133,8 +134,8 @@ export const projectCommandRoutes = (routes: Routes, deps: ProjectCommandDeps): 
     description: 'Needs members:write in the project. The default project cannot be deleted (409). A deleted project’s slug is never reused.',
     params: SlugParams, responses: { 204: 'deleted', 404: 'no such project (or not visible to you)', 409: 'the default project' },
   }, async ({ params }, req, res) => {
-    requireProjectAccess(res, params.slug, 'members:write');
-    await requireLive(params.slug);
+    const principal = requireProjectAccess(res, params.slug, 'members:write');
+    await requireLive(params.slug, principal);
     const result = await withIfMatch(req, (expected) =>
       runOnProject(deps, params.slug, { type: 'DeleteProject', data: { slug: params.slug } }, commandContext(req, res, params.slug), expected));
     await settle(deps, res, [result]);
@@ -153,8 +154,8 @@ export const projectCommandRoutes = (routes: Routes, deps: ProjectCommandDeps): 
       409: 'the last admin would be demoted, or the user is deactivated',
     },
   }, async ({ params, body }, req, res) => {
-    requireProjectAccess(res, params.slug, 'members:write');
-    await requireLive(params.slug);
+    const principal = requireProjectAccess(res, params.slug, 'members:write');
+    await requireLive(params.slug, principal);
     const user = await db.selectFrom('users').select(['id', 'active']).where('id', '=', params.user_id).executeTakeFirst();
     if (!user) throw new AppError('USER_NOT_FOUND', `user ${params.user_id} not found`);
     if (!user.active) throw new AppError('USER_INACTIVE', `user ${params.user_id} is deactivated`);
@@ -179,7 +180,7 @@ export const projectCommandRoutes = (routes: Routes, deps: ProjectCommandDeps): 
     // Leaving takes the user's full rights: a token scoped to, say, nodes:read may not do it.
     const self = principal.userId === params.user_id && principal.scopes === null;
     if (!self && !can(principal, 'members:write', params.slug)) throw forbidden(`this needs the permission members:write in project ${params.slug}`);
-    await requireLive(params.slug);
+    await requireLive(params.slug, principal);
     const result = await withIfMatch(req, (expected) =>
       runOnProject(deps, params.slug, { type: 'RemoveMember', data: { slug: params.slug, userId: params.user_id } },
         commandContext(req, res, params.slug), expected));

@@ -45,6 +45,10 @@ type Slot = {
   lastError: string | null;
   /** Moves whenever the read model may have changed (a batch of events committed here, a reset, or the leader's NOTIFY). */
   generation: number;
+  /** The part of `generation` not owed to a batch of known event types (resets, the leader's NOTIFY). */
+  unknownMoves: number;
+  /** Per event type: how many committed batches held it. */
+  byType: Map<string, number>;
 };
 
 export type ProjectionRuntimeOptions = {
@@ -64,7 +68,7 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
   const replayBatchSize = Math.max(batchSize, 5000);
   const changes = new Subject<Change>();
   const slots = new Map<string, Slot>(
-    opts.projectors.map((p) => [p.name, { projector: p, progress: new BehaviorSubject(START), state: 'stopped', lastError: null, generation: 0 }]),
+    opts.projectors.map((p) => [p.name, { projector: p, progress: new BehaviorSubject(START), state: 'stopped', lastError: null, generation: 0, unknownMoves: 0, byType: new Map() }]),
   );
   if (slots.size !== opts.projectors.length) throw new Error('projector names must be unique');
   let stopping: AbortController | null = null;
@@ -93,7 +97,9 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
         .set({ version: p.version, transaction_id: '0', global_position: 0, updated_at: new Date() })
         .where('name', '=', p.name).execute();
     });
-    slots.get(p.name)!.generation += 1;
+    const slot = slots.get(p.name)!;
+    slot.generation += 1;
+    slot.unknownMoves += 1;
   };
 
   /** Applies one batch with its checkpoint; the compare-and-set on the old checkpoint fences off a deposed leader. */
@@ -129,7 +135,10 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
       const idle = page.events.length === 0;
       if (!idle || (Date.now() - savedAt > IDLE_CHECKPOINT_MS && comparePositions(page.scannedTo, checkpoint) > 0)) {
         const produced = await applyBatch(p, page.events, checkpoint, page.scannedTo);
-        if (!idle) slot.generation += 1;
+        if (!idle) {
+          slot.generation += 1;
+          for (const type of new Set(page.events.map((e) => e.type))) slot.byType.set(type, (slot.byType.get(type) ?? 0) + 1);
+        }
         checkpoint = page.scannedTo;
         savedAt = Date.now();
         if (!idle) onBatch?.(page.events.length);
@@ -215,7 +224,13 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
         const slot = name ? slots.get(name) : undefined;
         const position = pos ? parsePosition(pos) : null;
         if (slot && position) {
-          slot.generation += 1; // the leader's batch may have written the read model
+          // Another instance's batch may have written the read model, and which events it
+          // held is unknown here. (While this instance leads, the NOTIFY is its own: its
+          // batches have counted already.)
+          if (slot.state !== 'running') {
+            slot.generation += 1;
+            slot.unknownMoves += 1;
+          }
           advance(slot, position);
         }
       });
@@ -290,10 +305,20 @@ export const createProjectionRuntime = (opts: ProjectionRuntimeOptions) => {
      * A number that changes whenever the read models of the named projections may have
      * changed, here or on the leader instance; memory caches of those read models are valid
      * while it stays the same (see infra/epochCache.ts). Cheap enough for every request.
+     * With `eventTypes`, only batches holding one of those types count (plus resets and
+     * moves on the leader, whose contents are unknown here).
      */
-    generation(names: readonly string[]): number {
+    generation(names: readonly string[], eventTypes?: readonly string[]): number {
       let sum = 0;
-      for (const name of names) sum += slotOf(name).generation;
+      for (const name of names) {
+        const slot = slotOf(name);
+        if (!eventTypes) {
+          sum += slot.generation;
+          continue;
+        }
+        sum += slot.unknownMoves;
+        for (const type of eventTypes) sum += slot.byType.get(type) ?? 0;
+      }
       return sum;
     },
 

@@ -151,17 +151,26 @@ export const openEmbeddedDatabase = async (opts: EmbeddedOptions = {}): Promise<
   // int8 as a string, as node-pg gives it, so that read models look the same on both.
   const pglite = await PGlite.create({ dataDir: opts.dataDir, loadDataDir: opts.loadDataDir, parsers: { [INT8_OID]: (v: string) => v } });
   const db = new Kysely<Tables>({ dialect: new PGliteDialect(pglite) });
+  const handlers = new Map<string, Set<(payload: string) => void>>();
   return {
     kind: 'pglite',
     db,
-    notify: (channel, payload) => notify(db, channel, payload),
     async hotQuery<R>(_name: string, text: string, values: readonly unknown[]) {
       return (await db.executeQuery<R>(CompiledQuery.raw(text, [...values]))).rows;
     },
     pglite,
+    // The data directory is this process's alone (infra/dataDirLock.ts), so every
+    // notification is one of ours: handed to the listeners directly, not through a
+    // statement on the single connection that appends and projects.
+    async notify(channel, payload) {
+      handlers.get(channel)?.forEach((h) => h(payload));
+    },
     async listen(channel, onPayload) {
-      const unlisten = await pglite.listen(channel, onPayload);
-      return async () => unlisten();
+      if (!handlers.has(channel)) handlers.set(channel, new Set());
+      handlers.get(channel)!.add(onPayload);
+      return async () => {
+        handlers.get(channel)?.delete(onPayload);
+      };
     },
     // A lock file (infra/dataDirLock.ts) already makes this process the only one on the
     // data directory, so every lock asked for here is ours; on PGlite's single
@@ -178,10 +187,6 @@ export const openEmbeddedDatabase = async (opts: EmbeddedOptions = {}): Promise<
 
 const LISTENER_APP = 'opsledger-listener';
 const NOTIFY_SQL = `select set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`;
-const notify = async (db: Kysely<Tables>, channel: string, payload: string): Promise<void> => {
-  await db.executeQuery(CompiledQuery.raw(NOTIFY_SQL, [channel, payload]));
-};
-
 /** A cheap round trip, used by readiness checks. */
 export const ping = async (database: Database): Promise<void> => {
   await sql`select 1`.execute(database.db);

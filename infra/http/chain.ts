@@ -21,8 +21,15 @@ export const chain = (...handlers: RequestHandler[]): RequestHandler => (req, re
   step();
 };
 
-/** `handler` only for requests whose path is one of `paths` or below one of them; the rest go straight on. */
+/**
+ * `handler` only for requests whose path is one of `paths` or below one of them; the rest
+ * go straight on. Case-insensitive, like express's routing.
+ */
 export const forPaths = (paths: readonly string[], handler: RequestHandler): RequestHandler => {
-  const matches = (p: string) => paths.some((base) => p === base || p.startsWith(base.endsWith('/') ? base : `${base}/`));
+  const bases = paths.map((p) => p.toLowerCase().replace(/\/+$/, ''));
+  const matches = (path: string) => {
+    const p = path.toLowerCase();
+    return bases.some((base) => p === base || p.startsWith(`${base}/`));
+  };
   return (req: Request, res, next) => (matches(req.path) ? handler(req, res, next) : next());
 };

@@ -95,6 +95,9 @@ export const errorHandler = (opts: { logger: Logger }): ErrorRequestHandler => (
   const { problem, unexpected } = describeError(err);
   const log = opts.logger.child({ request_id: res.locals.requestId });
   if (unexpected) log.error({ err, method: req.method, path: req.path }, 'unhandled error');
+  // One of our own 5xx codes (a vault key mismatch, an unavailable store…): the client
+  // sees the problem, the operator needs the line.
+  else if (problem.status >= 500) log.error({ code: problem.code, detail: problem.detail, method: req.method, path: req.path }, 'request failed');
   if (res.headersSent) {
     // Too late for a problem body: let express cut the connection.
     if (!unexpected) log.warn({ err }, 'error after the response had started');

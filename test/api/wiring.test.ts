@@ -68,4 +68,37 @@ describe('the wired app (live, audit, streams, metrics)', () => {
     expect(text).to.match(/opsledger_http_requests_total\{[^}]*route="\/api\/v1\/projects"[^}]*\} \d+/);
     expect(text).to.include('opsledger_event_append_duration_seconds_count');
   });
+
+  describe('workers', () => {
+    it('starts the workers a module registers once the API listens, shows them in /health/detailed, and stops them on shutdown', async () => {
+      const calls: string[] = [];
+      let beats = 0;
+      const own = await startApi({
+        server: {
+          extraRoutes: [{
+            name: 'test-worker',
+            install(ctx) {
+              void ctx.workers.register({
+                name: 'heartbeat',
+                start: () => { calls.push('start'); },
+                stop: async () => { calls.push('stop'); },
+                details: () => ({ beats: ++beats }),
+              });
+            },
+          }],
+        },
+      });
+      try {
+        expect(calls).to.deep.equal(['start']);
+        const r = await own.anonymous.get('//health/detailed');
+        expect(r.status, r.text).to.equal(200);
+        const worker = (r.body.workers as Array<Record<string, unknown>>).find((w) => w['name'] === 'heartbeat');
+        expect(worker).to.include({ name: 'heartbeat', state: 'running', error: null });
+        expect(worker!['beats']).to.be.a('number').and.greaterThan(0);
+      } finally {
+        await own.close();
+      }
+      expect(calls).to.deep.equal(['start', 'stop']);
+    });
+  });
 });
