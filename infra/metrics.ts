@@ -38,6 +38,8 @@ const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 const APPEND_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
 export const UNMATCHED = 'unmatched';
+// Route patterns are few, but statuses times methods times patterns is not bounded by us.
+const MAX_KEPT_SERIES = 2000;
 
 const ROUTE_LABEL = 'metricsRoute';
 
@@ -127,6 +129,7 @@ export const createMetrics = (opts: MetricsOptions = {}): Metrics => {
     collect: refresh,
   });
 
+  const seriesByKey = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void } }>();
   return {
     registry,
     httpMetricsMiddleware(): RequestHandler {
@@ -134,9 +137,19 @@ export const createMetrics = (opts: MetricsOptions = {}): Metrics => {
         const started = performance.now();
         // 'close' comes once per response: after it was sent, or when the client went away first.
         res.once('close', () => {
-          const labels = { method: req.method, route: routeLabel(req, res), status: String(res.statusCode) };
-          requests.inc(labels);
-          durations.observe(labels, (performance.now() - started) / 1000);
+          const seconds = (performance.now() - started) / 1000;
+          const route = routeLabel(req, res);
+          // prom-client hashes a label object on every call; the pair of series of a
+          // method/route/status is looked up once and kept.
+          const key = `${req.method} ${res.statusCode} ${route}`;
+          let series = seriesByKey.get(key);
+          if (!series) {
+            const labels = { method: req.method, route, status: String(res.statusCode) };
+            series = { count: requests.labels(labels), duration: durations.labels(labels) };
+            if (seriesByKey.size < MAX_KEPT_SERIES) seriesByKey.set(key, series);
+          }
+          series.count.inc();
+          series.duration.observe(seconds);
         });
         next();
       };

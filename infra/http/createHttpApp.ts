@@ -37,6 +37,11 @@ export const acceptBodyTypes = (app: Express, path: string | RegExp, types: stri
   state.otherBodyTypes.push({ path: pathPattern(path), types });
 };
 
+// A request without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3):
+// nothing to check or parse, which is every GET.
+const withBodyOnly = (handler: RequestHandler): RequestHandler => (req, res, next) =>
+  req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined ? next() : handler(req, res, next);
+
 // Requests that carry a body must send JSON unless their path opted in to other types.
 const requireJson = (state: AppState): RequestHandler => (req, res, next) => {
   // `Content-Length: 0` (what clients send for a bodiless POST) is no body at all.
@@ -71,8 +76,10 @@ export const createHttpApp = (opts: HttpAppOptions): Express => {
     requestId(),
     accessLog({ logger: opts.logger, quietPaths: opts.quietPaths ?? ['/health', '/health/ready'] }),
     securityHeaders(),
-    requireJson(state),
-    express.json({ limit: opts.bodyLimit ?? '1mb', strict: true, type: JSON_TYPES }),
+    withBodyOnly(chain(
+      requireJson(state),
+      express.json({ limit: opts.bodyLimit ?? '1mb', strict: true, type: JSON_TYPES }),
+    )),
   ));
   return app;
 };
