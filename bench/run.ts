@@ -22,7 +22,7 @@ const benchmarks: Benchmark[] = [
   { name: 'appendLatency', needsServer: true, run: appendLatency },
   { name: 'appendSinglePglite', needsServer: false, run: appendSinglePglite },
   { name: 'apiRead', needsServer: false, run: apiRead },
-  { name: 'apiCommand', needsServer: false, run: apiCommand },
+  { name: 'apiCommand', needsServer: true, run: apiCommand },
   { name: 'livePush', needsServer: false, run: livePush },
 ];
 

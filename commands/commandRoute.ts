@@ -42,7 +42,18 @@ type AnyResult = Pick<CommandResult<unknown, DomainEvent>, 'events' | 'append'>;
  * answers (its events are stored; a 5xx would invite a retry of something done), with a
  * warning in the log.
  */
-export const settle = async (kit: CommandKit, res: Response, results: readonly (AnyResult | null | undefined)[]): Promise<Position | null> => {
+export const settle = async (
+  kit: CommandKit, res: Response, results: readonly (AnyResult | null | undefined)[],
+  opts: {
+    /**
+     * For writes that take a credential away (revoke, deactivate, a new password): their
+     * effect IS the read model, which authentication reads, so answering 2xx before it
+     * caught up would be a lie. Past the wait they answer 503 TIMEOUT instead; the events
+     * are stored and take effect moments later.
+     */
+    strict?: boolean;
+  } = {},
+): Promise<Position | null> => {
   const appended = results.filter((r): r is AnyResult & { append: NonNullable<AnyResult['append']> } => !!r?.append);
   if (appended.length === 0) return null;
   const position = appended.map((r) => r.append.position).reduce((a, b) => (comparePositions(a, b) >= 0 ? a : b));
@@ -50,7 +61,7 @@ export const settle = async (kit: CommandKit, res: Response, results: readonly (
   try {
     await kit.whenCaughtUp(position, { eventTypes, timeoutMs: kit.readYourWritesTimeoutMs ?? 5000 });
   } catch (err) {
-    if (!(err instanceof TimeoutError)) throw err;
+    if (!(err instanceof TimeoutError) || opts.strict) throw err;
     kit.logger?.warn({ err: err.message, position: formatPosition(position) }, 'answering a command before its read models caught up');
   }
   res.setHeader(EVENT_POSITION_HEADER, formatPosition(position));

@@ -220,7 +220,11 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
     const principal = requirePrincipal(res);
     if (principal.tokenId) throw forbidden('only a session token can be refreshed; API tokens do not expire unless given expires_at');
     const user = await userRow({ id: principal.userId });
-    if (!user) throw new AppError('UNAUTHORIZED', 'invalid token');
+    // The session ended (password change, deactivation) after this request authenticated:
+    // no fresh token under the new session version.
+    if (!user || !user.active || user.session_version !== callerOf(res)?.sessionVersion) {
+      throw new AppError('UNAUTHORIZED', 'this session has ended; log in again');
+    }
     noStore(res);
     res.json(sessionFor(deps, user));
   });
@@ -228,8 +232,12 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
   routes.post({
     path: '/auth/register', summary: 'Create your own account (when ALLOW_REGISTRATION=true)', tags: ['auth'], auth: 'optional', idempotent: false,
     body: Register, responses: { 201: { body: views.schemas.User, headers: { Location: 'the new user' } }, 403: 'registration is disabled', 409: 'the username is taken' },
+    // Disabled answers 403 whatever the body: not a validation error that invites a retry.
+    before: [(_req, _res, next) => {
+      if (!deps.allowRegistration) throw new AppError('REGISTRATION_DISABLED', 'registration is disabled on this server; ask an administrator for an account');
+      next();
+    }],
   }, async ({ body }, req, res) => {
-    if (!deps.allowRegistration) throw new AppError('REGISTRATION_DISABLED', 'registration is disabled on this server; ask an administrator for an account');
     const { userId, results } = await registerUser(deps, {
       username: body.username, password: body.password, email: body.email ?? null, role: 'user',
       rateLimitPerSecond: null, rateLimitBurst: null, via: 'registration',
@@ -273,7 +281,7 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
       throw err;
     }
     if (newRef && results.at(-1)?.append) await vault.delete(user.password_ref).catch(() => undefined);
-    await settle(deps, res, results);
+    await settle(deps, res, results, { strict: newRef !== null });
     const me = await views.me({ ...principal }, callerOf(res));
     if (!me) throw new AppError('USER_NOT_FOUND', 'your account is gone');
     setEtag(res, me.revision);
@@ -282,21 +290,19 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
 
   routes.post({
     path: '/auth/tokens', summary: 'Create an API token (shown once)', tags: ['auth'], auth: true, idempotent: false,
-    description: 'Scopes must be a subset of your permissions (in the pinned project, when pinned). Not idempotent: a stored replay would keep the token.',
+    description: 'Needs a session token (an API token cannot mint tokens). Scopes must be a subset of your permissions (in the pinned project, when pinned). Not idempotent: a stored replay would keep the token.',
     body: CreateToken, responses: { 201: views.schemas.CreatedToken },
   }, async ({ body }, req, res) => {
     const principal = requirePrincipal(res);
-    if (principal.projectPin && body.project !== undefined && body.project !== principal.projectPin) {
-      throw new ValidationError([{ path: 'body.project', message: `a token pinned to ${principal.projectPin} can only create tokens pinned to it` }]);
-    }
-    const project = body.project ?? principal.projectPin;
+    // A token that could mint tokens would outlive its own expiry and revocation.
+    if (principal.tokenId) throw forbidden('create API tokens with a session token (log in), not with an API token');
+    const project = body.project ?? null;
     if (project !== null) {
       const live = await db.selectFrom('projects').select('slug').where('slug', '=', project).where('deleted', '=', false).executeTakeFirst();
       if (!live || !canSeeProject(principal, project)) throw new ValidationError([{ path: 'body.project', message: 'no such project among yours' }]);
     }
     const grantable = grantablePermissions(principal, project);
-    // A token made by a scoped token inherits those scopes: credentials never widen themselves.
-    const scopes: Permission[] | null = body.scopes ? [...new Set(body.scopes)].sort() : principal.scopes ? [...principal.scopes].sort() : null;
+    const scopes: Permission[] | null = body.scopes ? [...new Set(body.scopes)].sort() : null;
     if (scopes) {
       const beyond = scopes.filter((s) => !grantable.has(s));
       if (beyond.length > 0) {
@@ -324,17 +330,19 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
 
   routes.delete({
     path: '/auth/tokens/:id', summary: 'Revoke an API token', tags: ['auth'], auth: true, ifMatch: true,
-    description: 'Your own token, or anybody’s with users:admin. Effective on the next request. If-Match takes the owner’s ETag (as from GET /auth/me).',
+    description: 'Your own token, or anybody’s with users:admin; with an API token, only that token itself. Effective on the next request (503 TIMEOUT if the read models lag: retry). If-Match takes the owner’s ETag (as from GET /auth/me).',
     params: TokenParams, responses: { 204: 'revoked', 404: 'no such token' },
   }, async ({ params }, req, res) => {
     const principal = requirePrincipal(res);
+    // An API token may revoke itself (a CI job cleaning up); other tokens take a session.
+    if (principal.tokenId && principal.tokenId !== params.id) throw forbidden('revoke other tokens with a session token; an API token may only revoke itself');
     const token = await views.token(params.id);
     if (!token || (token.userId !== principal.userId && !can(principal, 'users:admin'))) {
       throw new AppError('TOKEN_NOT_FOUND', `token ${params.id} not found`);
     }
     const results = await withIfMatch(req, (expected) =>
       runOnUser(deps, token.userId, [{ type: 'RevokeApiToken', data: { userId: token.userId, tokenId: params.id } }], commandContext(req, res), expected));
-    await settle(deps, res, results);
+    await settle(deps, res, results, { strict: true });
     res.status(204).end();
   });
 
@@ -359,7 +367,11 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
     description: 'Needs users:admin. `active: false` deactivates (every session and token of the user stops at once); a new password ends every session.',
     params: UserParams, body: UpdateUser, responses: { 200: { body: views.schemas.User, headers: { ETag: 'the user’s revision' } }, 404: 'no such user' },
   }, async ({ params, body }, req, res) => {
-    requirePermission(res, 'users:admin');
+    const principal = requirePermission(res, 'users:admin');
+    // Your own password changes through PATCH /auth/me, with the current one and a session.
+    if (principal.tokenId && principal.userId === params.id && body.password !== undefined) {
+      throw forbidden('change your own password with PATCH /auth/me and a session token');
+    }
     const user = await userRow({ id: params.id });
     if (!user) throw new AppError('USER_NOT_FOUND', `user ${params.id} not found`);
     if ((body.role === 'user' || body.active === false) && user.role === 'admin' && user.active) await guardLastAdmin(user.id);
@@ -387,7 +399,7 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
       throw err;
     }
     if (newRef) await vault.delete(user.password_ref).catch(() => undefined);
-    await settle(deps, res, results);
+    await settle(deps, res, results, { strict: body.password !== undefined || body.active === false });
     await answerUser(res, user.id, 200);
   });
 
@@ -402,7 +414,7 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
     if (user.role === 'admin' && user.active) await guardLastAdmin(user.id);
     const results = await withIfMatch(req, (expected) =>
       runOnUser(deps, user.id, [{ type: 'DeactivateUser', data: { userId: user.id } }], commandContext(req, res), expected));
-    await settle(deps, res, results);
+    await settle(deps, res, results, { strict: true });
     const last = results.at(-1)?.append;
     if (last) setEtag(res, last.nextExpectedRevision);
     res.status(204).end();

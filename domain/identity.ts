@@ -96,7 +96,12 @@ export const identityDecider: Decider<User, IdentityCommand, IdentityEvent> = {
       case 'DeactivateUser': {
         const user = existing(state, command.data.userId);
         if (user.status === 'inactive') return [];
-        return [{ type: 'UserDeactivated', data: { userId: user.userId, sessionVersion: user.sessionVersion + 1 } }];
+        // Its tokens are revoked, not just suspended: reactivating a user whose tokens leaked
+        // must not bring them back.
+        const revoked: IdentityEvent[] = Object.entries(user.tokens)
+          .filter(([, t]) => !t.revoked)
+          .map(([tokenId]) => ({ type: 'ApiTokenRevoked', data: { userId: user.userId, tokenId } }));
+        return [{ type: 'UserDeactivated', data: { userId: user.userId, sessionVersion: user.sessionVersion + 1 } }, ...revoked];
       }
       case 'ReactivateUser': {
         const user = existing(state, command.data.userId);

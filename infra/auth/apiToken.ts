@@ -1,5 +1,5 @@
-// API tokens (SPEC §4): `opl_` + 32 random base62 characters + a 6-character base62 CRC32
-// of those 32. The prefix makes a leaked token recognisable to secret scanners; the
+// API tokens (SPEC §4): `opl_` + 40 random base62 characters + a 6-character base62 CRC32
+// of those 40. The prefix makes a leaked token recognisable to secret scanners; the
 // checksum rejects typos and random garbage before any database lookup. Only the SHA-256
 // of a token is stored, so a copy of the database authenticates nobody.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -7,11 +7,11 @@ import { crc32 } from 'node:zlib';
 
 export const API_TOKEN_PREFIX = 'opl_';
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
-const RANDOM_CHARS = 32;
+const RANDOM_CHARS = 40;
 const CHECKSUM_CHARS = 6; // 62^6 > 2^32: any CRC32 fits
 const TOKEN_PATTERN = new RegExp(`^${API_TOKEN_PREFIX}[0-9A-Za-z]{${RANDOM_CHARS + CHECKSUM_CHARS}}$`);
 // What may be shown in lists so that a user can tell tokens apart: the prefix and the
-// first random characters, 4 + 8 chars, which leave 24 secret characters (≈143 bits).
+// first random characters, 4 + 8 chars, which leave 32 secret characters (≈190 bits, SPEC: ≥ 160).
 const DISPLAY_PREFIX_LENGTH = API_TOKEN_PREFIX.length + 8;
 
 /**

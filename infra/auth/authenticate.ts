@@ -31,6 +31,8 @@ export type Caller = {
   rateLimitBurst: number | null;
   /** Session tokens: when the JWT expires (epoch seconds). */
   sessionExpiresAt: number | null;
+  /** Session tokens: the user's session version the JWT was issued under (equal to the current one, or it would not authenticate). */
+  sessionVersion: number | null;
 };
 
 // res.locals keys (untyped there, like requestId's neighbours in tests): `principal`
@@ -125,6 +127,7 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
       rateLimitPerSecond: user.rate_limit_per_second,
       rateLimitBurst: user.rate_limit_burst,
       sessionExpiresAt: claims.exp,
+      sessionVersion: claims.sv,
       tokenExpiresAt: null,
     };
   };
@@ -176,6 +179,7 @@ export const createAuthenticator = (opts: AuthenticatorOptions) => {
       rateLimitPerSecond: row.rate_limit_per_second,
       rateLimitBurst: row.rate_limit_burst,
       sessionExpiresAt: null,
+      sessionVersion: null,
       tokenExpiresAt: row.expires_at === null ? null : new Date(row.expires_at).getTime(),
     };
   };

@@ -39,6 +39,8 @@ export type RouteMeta = {
   /** Honours If-Match (documents the header and 412). */
   ifMatch?: boolean;
   deprecated?: boolean;
+  /** With bindRoutes: middleware that runs before the input is validated (e.g. a feature switch that answers 403 to any body). */
+  before?: RequestHandler[];
 };
 
 export type RouteSpec<S extends RequestSchemas = RequestSchemas> = S & RouteMeta & { method: HttpMethod };
@@ -278,7 +280,7 @@ export const bindRoutes = (router: Router, registry: OpenApiRegistry, opts: Bind
       next();
     };
     const run: RequestHandler = (req, res) => handler(route.parse(req) as never, req, res);
-    router[method](spec.path, label, ...(opts.before ?? []), ...(idempotent ? [opts.idempotency!] : []), run);
+    router[method](spec.path, label, ...(opts.before ?? []), ...(spec.before ?? []), ...(idempotent ? [opts.idempotency!] : []), run);
     return route as never;
   };
   return { get: bind('get'), post: bind('post'), put: bind('put'), patch: bind('patch'), delete: bind('delete') };

@@ -39,6 +39,15 @@ describe('identity decider', () => {
       given([registered, issued]).when({ type: 'RevokeApiToken', data: { userId, tokenId } }).then([{ type: 'ApiTokenRevoked', data: { userId, tokenId } }]));
     it('treats a second revocation as done', () =>
       given([registered, issued, { type: 'ApiTokenRevoked', data: { userId, tokenId } }]).when({ type: 'RevokeApiToken', data: { userId, tokenId } }).then([]));
+    it('revokes its live tokens when the user is deactivated (reactivation must not bring them back)', () => {
+      const second = { ...token, tokenId: '00000000-0000-4000-8000-0000000000b2' };
+      given([registered, issued, { type: 'ApiTokenIssued', data: second }, { type: 'ApiTokenRevoked', data: { userId, tokenId } }])
+        .when({ type: 'DeactivateUser', data: { userId } })
+        .then([
+          { type: 'UserDeactivated', data: { userId, sessionVersion: 1 } },
+          { type: 'ApiTokenRevoked', data: { userId, tokenId: second.tokenId } },
+        ]);
+    });
     it('refuses to revoke an unknown token', () =>
       given([registered]).when({ type: 'RevokeApiToken', data: { userId, tokenId } }).thenThrows('TOKEN_NOT_FOUND'));
   });

@@ -31,7 +31,7 @@ describe('identity and projects read models', () => {
     await database.close();
   });
 
-  it('follows a user through registration, token, deactivation', async () => {
+  it('follows a user through registration, token, deactivation (which revokes the token)', async () => {
     const userId = randomUUID();
     const tokenId = randomUUID();
     const h = handle();
@@ -44,9 +44,11 @@ describe('identity and projects read models', () => {
     const last = await h(identityDecider, userStream(userId), { type: 'DeactivateUser', data: { userId } }, ctx);
     await runtime.whenCaughtUp(last.append!.position);
     const user = await database.db.selectFrom('users').selectAll().where('id', '=', userId).executeTakeFirstOrThrow();
-    expect(user).to.deep.include({ username: 'Alice', active: false, session_version: 1, rate_limit_per_second: 5, revision: '2' });
+    // Deactivation revoked the token in the same append (revision 3: UserDeactivated, ApiTokenRevoked).
+    expect(user).to.deep.include({ username: 'Alice', active: false, session_version: 1, rate_limit_per_second: 5, revision: '3' });
     const token = await database.db.selectFrom('api_tokens').selectAll().where('id', '=', tokenId).executeTakeFirstOrThrow();
-    expect(token).to.deep.include({ user_id: userId, token_hash: 'f'.repeat(64), project: 'default', revoked_at: null });
+    expect(token).to.deep.include({ user_id: userId, token_hash: 'f'.repeat(64), project: 'default' });
+    expect(token.revoked_at).to.not.equal(null);
     expect(token.scopes).to.deep.equal(['nodes:read']);
   });
 

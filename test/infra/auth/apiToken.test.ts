@@ -5,10 +5,12 @@ import { generateApiToken, hashApiToken, looksLikeApiToken, sameHash } from '../
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 
 describe('API tokens', () => {
-  it('are opl_ + 32 base62 characters + a 6-character checksum', () => {
+  it('are opl_ + 40 base62 characters + a 6-character checksum (at least 160 secret bits beside the shown prefix)', () => {
     const { token, tokenHash, prefix } = generateApiToken();
-    expect(token).to.match(/^opl_[0-9A-Za-z]{38}$/);
+    expect(token).to.match(/^opl_[0-9A-Za-z]{46}$/);
     expect(prefix).to.equal(token.slice(0, 12));
+    // The random characters not shown in the prefix: 40 - 8, each of log2(62) bits.
+    expect((40 - (prefix.length - 'opl_'.length)) * Math.log2(62)).to.be.at.least(160);
     expect(tokenHash).to.equal(hashApiToken(token));
     expect(looksLikeApiToken(token)).to.equal(true);
   });
@@ -24,7 +26,7 @@ describe('API tokens', () => {
         checked++;
       }
     }
-    expect(checked).to.equal(38 * 61);
+    expect(checked).to.equal(46 * 61);
   });
 
   it('reject wrong prefixes, lengths and characters', () => {
