@@ -153,12 +153,9 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
   const perIp = deps.loginLimits?.perIp ?? DEFAULT_LOGIN_PER_IP;
 
   /** Takes one attempt from the login buckets; false (429 sent) when one of them is empty. */
-  const loginAttempt = async (res: Response, username: string): Promise<boolean> => {
-    const ip = clientIp(res);
-    for (const [key, limits, what] of [
-      [`login-ip:${ip}`, perIp, 'login attempts from this address'],
-      [loginAttemptKey(ip, username), perUser, 'login attempts for this user from this address'],
-    ] as const) {
+  /** Takes one from each bucket in turn; false (after answering 429) at the first that is empty. */
+  const takeAll = async (res: Response, buckets: ReadonlyArray<readonly [key: string, limits: RateLimits, what: string]>): Promise<boolean> => {
+    for (const [key, limits, what] of buckets) {
       const d = await deps.limiter.consume(key, limits);
       if (!d.allowed) {
         sendRateLimited(res, d, limits, what);
@@ -168,6 +165,19 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
     }
     return true;
   };
+
+  const loginAttempt = (res: Response, username: string): Promise<boolean> => {
+    const ip = clientIp(res);
+    return takeAll(res, [
+      [`login-ip:${ip}`, perIp, 'login attempts from this address'],
+      [loginAttemptKey(ip, username), perUser, 'login attempts for this user from this address'],
+    ]);
+  };
+
+  // Each registration costs a scrypt hash (32 MiB, tens of ms): limited per address like
+  // login attempts, in a bucket of its own.
+  const registrationAttempt = (res: Response): Promise<boolean> =>
+    takeAll(res, [[`register-ip:${clientIp(res)}`, perIp, 'registrations from this address']]);
 
   const userRow = (where: { id: string } | { username: string }) => {
     const q = db.selectFrom('users').select(['id', 'username', 'role', 'active', 'password_ref', 'session_version', 'revision']);
@@ -231,6 +241,7 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
 
   routes.post({
     path: '/auth/register', summary: 'Create your own account (when ALLOW_REGISTRATION=true)', tags: ['auth'], auth: 'optional', idempotent: false,
+    description: 'Limited per client address like login attempts (429 with Retry-After).',
     body: Register, responses: { 201: { body: views.schemas.User, headers: { Location: 'the new user' } }, 403: 'registration is disabled', 409: 'the username is taken' },
     // Disabled answers 403 whatever the body: not a validation error that invites a retry.
     before: [(_req, _res, next) => {
@@ -238,6 +249,7 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
       next();
     }],
   }, async ({ body }, req, res) => {
+    if (!(await registrationAttempt(res))) return;
     const { userId, results } = await registerUser(deps, {
       username: body.username, password: body.password, email: body.email ?? null, role: 'user',
       rateLimitPerSecond: null, rateLimitBurst: null, via: 'registration',

@@ -295,6 +295,25 @@ describe('identity API with registration enabled', function () {
     expectProblem(await api.anonymous.post('/auth/register', { username: 'admin', password: PASSWORD }), 409, 'USERNAME_EXISTS');
   });
 
+  it('limits registrations per client address in a bucket of their own (each costs a scrypt hash)', async () => {
+    const limited = await startApi({ env: { ALLOW_REGISTRATION: 'true' }, server: { loginLimits: { perIp: { ratePerSecond: 0.01, burst: 2 } } } });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const ok = await limited.anonymous.post('/auth/register', { username: unique('reg'), password: PASSWORD });
+        expect(ok.status, ok.text).to.equal(201);
+        expect(ok.headers.get('x-ratelimit-limit')).to.equal('2');
+      }
+      const refused = await limited.anonymous.post('/auth/register', { username: unique('reg'), password: PASSWORD });
+      expectProblem(refused, 429, 'RATE_LIMITED');
+      expect(Number(refused.headers.get('retry-after'))).to.be.greaterThan(0);
+      expect(refused.body.detail).to.match(/registrations from this address/);
+      // Logging in from the same address draws on another bucket.
+      expect((await limited.anonymous.post('/auth/login', { username: 'admin', password: limited.config.adminPassword })).status).to.equal(200);
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('lets exactly one of many racing registrations of one username through', async () => {
     const username = unique('race');
     const answers = await Promise.all(Array.from({ length: 6 }, (_, i) =>
