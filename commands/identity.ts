@@ -7,7 +7,7 @@
 // Routes whose body holds a password, or whose response holds a token, do not take
 // Idempotency-Key: the idempotency store keeps a fast hash of the request body and the
 // response itself, which would put a guessable password hash or a usable token at rest.
-import type { Response } from 'express';
+import type { Request, Response } from 'express';
 import type { Kysely } from 'kysely';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
@@ -28,7 +28,7 @@ import { setEtag, withIfMatch } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid, ValidationError } from '../infra/http/validate.ts';
 import type { RateLimiter, RateLimits } from '../infra/rateLimit.ts';
-import { loginAttemptKey, sendRateLimited, setRateLimitHeaders } from '../infra/rateLimitHttp.ts';
+import { DEFAULT_LOGIN_LIMITS, loginAttemptKey, takeFromBuckets } from '../infra/rateLimitHttp.ts';
 import type { Vault } from '../infra/vault.ts';
 import { commandContext, PlainText, settle, type CommandKit } from './commandRoute.ts';
 import { createCommandHandler, type CommandContext, type CommandResult } from './handleCommand.ts';
@@ -66,7 +66,6 @@ export type IdentityCommandDeps = CommandKit & {
   logger?: Logger;
 };
 
-const DEFAULT_LOGIN_PER_USER: RateLimits = { ratePerSecond: 5 / 60, burst: 5 };
 const DEFAULT_LOGIN_PER_IP: RateLimits = { ratePerSecond: 1, burst: 30 };
 
 // ---- request schemas ---------------------------------------------------------------
@@ -149,26 +148,13 @@ const noStore = (res: Response) => {
 
 export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps): void => {
   const { db, vault, views } = deps;
-  const perUser = deps.loginLimits?.perUser ?? DEFAULT_LOGIN_PER_USER;
+  const perUser = deps.loginLimits?.perUser ?? DEFAULT_LOGIN_LIMITS;
   const perIp = deps.loginLimits?.perIp ?? DEFAULT_LOGIN_PER_IP;
 
   /** Takes one attempt from the login buckets; false (429 sent) when one of them is empty. */
-  /** Takes one from each bucket in turn; false (after answering 429) at the first that is empty. */
-  const takeAll = async (res: Response, buckets: ReadonlyArray<readonly [key: string, limits: RateLimits, what: string]>): Promise<boolean> => {
-    for (const [key, limits, what] of buckets) {
-      const d = await deps.limiter.consume(key, limits);
-      if (!d.allowed) {
-        sendRateLimited(res, d, limits, what);
-        return false;
-      }
-      setRateLimitHeaders(res, d);
-    }
-    return true;
-  };
-
   const loginAttempt = (res: Response, username: string): Promise<boolean> => {
     const ip = clientIp(res);
-    return takeAll(res, [
+    return takeFromBuckets(deps.limiter, res, [
       [`login-ip:${ip}`, perIp, 'login attempts from this address'],
       [loginAttemptKey(ip, username), perUser, 'login attempts for this user from this address'],
     ]);
@@ -177,7 +163,7 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
   // Each registration costs a scrypt hash (32 MiB, tens of ms): limited per address like
   // login attempts, in a bucket of its own.
   const registrationAttempt = (res: Response): Promise<boolean> =>
-    takeAll(res, [[`register-ip:${clientIp(res)}`, perIp, 'registrations from this address']]);
+    takeFromBuckets(deps.limiter, res, [[`register-ip:${clientIp(res)}`, perIp, 'registrations from this address']]);
 
   const userRow = (where: { id: string } | { username: string }) => {
     const q = db.selectFrom('users').select(['id', 'username', 'role', 'active', 'password_ref', 'session_version', 'revision']);
@@ -197,6 +183,25 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
     setEtag(res, found.revision);
     if (status === 201) res.setHeader('Location', `/api/v1/users/${userId}`);
     res.status(status).json(found.view);
+  };
+
+  /**
+   * Runs `commands` on the user's stream (If-Match honoured) and waits for the read models
+   * (`strict`: see settle). A new password (`newRef`, already in the vault) is dropped
+   * again if the commands fail; once they are stored, the replaced one is dropped.
+   */
+  const runAndSettle = async (
+    req: Request, res: Response, user: { id: string; password_ref: string }, commands: IdentityCommand[], newRef: string | null, strict: boolean,
+  ) => {
+    let results;
+    try {
+      results = await withIfMatch(req, (expected) => runOnUser(deps, user.id, commands, commandContext(req, res), expected));
+    } catch (err) {
+      if (newRef) await vault.delete(newRef).catch(() => undefined);
+      throw err;
+    }
+    if (newRef && results.at(-1)?.append) await vault.delete(user.password_ref).catch(() => undefined);
+    await settle(deps, res, results, { strict });
   };
 
   /** A global admin may not demote or deactivate the last active global admin. */
@@ -285,15 +290,7 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
     } else if (body.current_password !== undefined) {
       throw new ValidationError([{ path: 'body.current_password', message: 'is only needed with password' }]);
     }
-    let results;
-    try {
-      results = await withIfMatch(req, (expected) => runOnUser(deps, user.id, commands, commandContext(req, res), expected));
-    } catch (err) {
-      if (newRef) await vault.delete(newRef).catch(() => undefined);
-      throw err;
-    }
-    if (newRef && results.at(-1)?.append) await vault.delete(user.password_ref).catch(() => undefined);
-    await settle(deps, res, results, { strict: newRef !== null });
+    await runAndSettle(req, res, user, commands, newRef, newRef !== null);
     const me = await views.me({ ...principal }, callerOf(res));
     if (!me) throw new AppError('USER_NOT_FOUND', 'your account is gone');
     setEtag(res, me.revision);
@@ -403,15 +400,7 @@ export const identityCommandRoutes = (routes: Routes, deps: IdentityCommandDeps)
     }
     if (body.active === false) commands.push({ type: 'DeactivateUser', data: { userId: user.id } });
     if (body.active === true) commands.push({ type: 'ReactivateUser', data: { userId: user.id } });
-    let results;
-    try {
-      results = await withIfMatch(req, (expected) => runOnUser(deps, user.id, commands, commandContext(req, res), expected));
-    } catch (err) {
-      if (newRef) await vault.delete(newRef).catch(() => undefined);
-      throw err;
-    }
-    if (newRef) await vault.delete(user.password_ref).catch(() => undefined);
-    await settle(deps, res, results, { strict: body.password !== undefined || body.active === false });
+    await runAndSettle(req, res, user, commands, newRef, newRef !== null || body.active === false);
     await answerUser(res, user.id, 200);
   });
 

@@ -76,6 +76,25 @@ export const sendRateLimited = (res: Response, d: RateDecision, limits: RateLimi
   });
 };
 
+/** A bucket to take from: its key, its limits, and what it counts (for the 429's detail). */
+export type Bucket = readonly [key: string, limits: RateLimits, what: string];
+
+/**
+ * Takes one from each bucket in turn and sets X-RateLimit-*; at the first empty one it
+ * answers 429 and resolves false (the caller stops there).
+ */
+export const takeFromBuckets = async (limiter: RateLimiter, res: Response, buckets: readonly Bucket[]): Promise<boolean> => {
+  for (const [key, limits, what] of buckets) {
+    const d = await limiter.consume(key, limits);
+    if (!d.allowed) {
+      sendRateLimited(res, d, limits, what);
+      return false;
+    }
+    setRateLimitHeaders(res, d);
+  }
+  return true;
+};
+
 /**
  * Rate limits every request that limitsFor gives a bucket (null = not limited, e.g. health
  * checks). Mount after authentication so limitsFor can see the caller. The limiter never
@@ -88,11 +107,7 @@ export const rateLimitMiddleware = (opts: {
 }): RequestHandler =>
   async (req, res, next) => {
     const limits = await opts.limitsFor(req, res);
-    if (!limits) return next();
-    const d = await opts.limiter.consume(limits.key, limits);
-    if (!d.allowed) return sendRateLimited(res, d, limits);
-    setRateLimitHeaders(res, d);
-    next();
+    if (!limits || (await takeFromBuckets(opts.limiter, res, [[limits.key, limits, 'requests']]))) next();
   };
 
 /**
@@ -109,9 +124,7 @@ export const loginAttemptGuard = (opts: {
   const limits: RateLimits = { ratePerSecond: opts.ratePerSecond ?? DEFAULT_LOGIN_LIMITS.ratePerSecond, burst: opts.burst ?? DEFAULT_LOGIN_LIMITS.burst };
   const usernameOf = opts.usernameOf ?? ((req: Request) => (req.body as { username?: unknown } | undefined)?.username);
   return async (req, res, next) => {
-    const d = await opts.limiter.consume(loginAttemptKey(clientIp(req), usernameOf(req)), limits);
-    if (!d.allowed) return sendRateLimited(res, d, limits, 'login attempts for this user from this address');
-    setRateLimitHeaders(res, d);
-    next();
+    const key = loginAttemptKey(clientIp(req), usernameOf(req));
+    if (await takeFromBuckets(opts.limiter, res, [[key, limits, 'login attempts for this user from this address']])) next();
   };
 };
