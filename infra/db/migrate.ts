@@ -7,6 +7,7 @@ import * as m0002 from './migrations/0002_projections.ts';
 import * as m0003 from './migrations/0003_idempotency.ts';
 import * as m0004 from './migrations/0004_vault.ts';
 import * as m0005 from './migrations/0005_identity.ts';
+import * as m0006 from './migrations/0006_monitoring.ts';
 
 const migrations: Record<string, Migration> = {
   '0001_eventStore': m0001,
@@ -14,6 +15,7 @@ const migrations: Record<string, Migration> = {
   '0003_idempotency': m0003,
   '0004_vault': m0004,
   '0005_identity': m0005,
+  '0006_monitoring': m0006,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

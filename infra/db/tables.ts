@@ -116,6 +116,135 @@ export interface IdempotencyKeysTable {
   created_at: Timestamp;
 }
 
+// ---- monitoring (projections/monitoring.ts) ----
+
+export interface NodesTable {
+  id: string;
+  project: string;
+  name: string;
+  address: string;
+  pubkey: string | null;
+  labels: Json;
+  check_type: string;
+  /** `{url, port, expectStatus, timeoutMs, intervalS, retries}` (domain/monitoring.ts Check, without type). */
+  check_config: Json;
+  active: boolean;
+  decommissioned: Generated<boolean>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  revision: Int8;
+}
+
+export interface NodeStatusTable {
+  node_id: string;
+  status: string;
+  failures: Generated<number>;
+  snapshot_revision: ColumnType<string, string | number | bigint | undefined, string | number | bigint>;
+  last_observed_at: Timestamp | null;
+  last_snapshot_status: string | null;
+  latency_ms: number | null;
+  version: string | null;
+  last_error: string | null;
+  last_source: string | null;
+  status_since: Timestamp | null;
+  snapshots: ColumnType<string, string | number | bigint | undefined, string | number | bigint>;
+}
+
+export interface NodeSnapshotsTable {
+  node_id: string;
+  revision: Int8;
+  observed_at: Timestamp;
+  status: string;
+  latency_ms: number | null;
+  version: string | null;
+  metrics: Json | null;
+  source: string;
+  error: string | null;
+}
+
+export interface NodeUptimeRollupsTable {
+  node_id: string;
+  unit: string;
+  bucket: Timestamp;
+  up_ms: Int8;
+  down_ms: Int8;
+  pending_ms: Int8;
+}
+
+export interface NodeMetricRollupsTable {
+  metric: string;
+  unit: string;
+  bucket: Timestamp;
+  node_id: string;
+  count: Int8;
+  sum: number;
+  min: number;
+  max: number;
+}
+
+export interface NodeStatusChangesTable {
+  id: string;
+  node_id: string;
+  project: string;
+  at: Timestamp;
+  from_status: string;
+  to_status: string;
+}
+
+export interface NodeGroupsTable {
+  id: string;
+  project: string;
+  name: string;
+  min_online: number;
+  /** `{labels: {…}}` or `{nodeIds: […]}`. */
+  selector: Json;
+  status: Generated<string>;
+  online: Generated<number>;
+  total: Generated<number>;
+  status_since: Timestamp | null;
+  deleted: Generated<boolean>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  revision: Int8;
+}
+
+export interface GroupStatusChangesTable {
+  id: string;
+  group_id: string;
+  at: Timestamp;
+  from_status: string;
+  to_status: string;
+  online: number;
+  total: number;
+}
+
+export interface AlertChannelsTable {
+  id: string;
+  project: string;
+  name: string;
+  url: string;
+  events: Json;
+  secret_ref: string;
+  deleted: Generated<boolean>;
+  created_at: Timestamp;
+  revision: Int8;
+}
+
+/** The alert outbox: `pending` until delivered, or `failed` after the last retry. */
+export interface AlertDeliveriesTable {
+  id: string;
+  channel_id: string;
+  event: string;
+  payload: Json;
+  state: Generated<string>;
+  attempts: Generated<number>;
+  next_attempt_at: Timestamp;
+  last_error: string | null;
+  last_status: number | null;
+  created_at: Timestamp;
+  delivered_at: Timestamp | null;
+}
+
 export interface Tables {
   events: EventsTable;
   projection_checkpoints: ProjectionCheckpointsTable;
@@ -126,4 +255,14 @@ export interface Tables {
   api_tokens: ApiTokensTable;
   projects: ProjectsTable;
   project_members: ProjectMembersTable;
+  nodes: NodesTable;
+  node_status: NodeStatusTable;
+  node_snapshots: NodeSnapshotsTable;
+  node_uptime_rollups: NodeUptimeRollupsTable;
+  node_metric_rollups: NodeMetricRollupsTable;
+  node_status_changes: NodeStatusChangesTable;
+  node_groups: NodeGroupsTable;
+  group_status_changes: GroupStatusChangesTable;
+  alert_channels: AlertChannelsTable;
+  alert_deliveries: AlertDeliveriesTable;
 }
