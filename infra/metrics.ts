@@ -173,17 +173,18 @@ export const createMetrics = (opts: MetricsOptions = {}): Metrics => {
   };
 };
 
-/** The same store, its appends timed into `metrics` (successful or not). */
-export const withAppendMetrics = (store: EventStore, metrics: Pick<Metrics, 'observeAppend'>): EventStore =>
-  Object.create(store, {
-    append: {
-      value: async (...args: Parameters<EventStore['append']>) => {
-        const started = process.hrtime.bigint();
-        try {
-          return await store.append(...args);
-        } finally {
-          metrics.observeAppend(Number(process.hrtime.bigint() - started) / 1e9);
-        }
-      },
-    },
+/** The same store, its appends timed into `metrics` (successful or not; a group commit counts once). */
+export const withAppendMetrics = (store: EventStore, metrics: Pick<Metrics, 'observeAppend'>): EventStore => {
+  const timed = <A extends unknown[], R>(write: (...args: A) => Promise<R>) => async (...args: A): Promise<R> => {
+    const started = process.hrtime.bigint();
+    try {
+      return await write(...args);
+    } finally {
+      metrics.observeAppend(Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  };
+  return Object.create(store, {
+    append: { value: timed(store.append.bind(store)) },
+    appendMany: { value: timed(store.appendMany.bind(store)) },
   }) as EventStore;
+};

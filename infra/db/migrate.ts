@@ -8,6 +8,7 @@ import * as m0003 from './migrations/0003_idempotency.ts';
 import * as m0004 from './migrations/0004_vault.ts';
 import * as m0005 from './migrations/0005_identity.ts';
 import * as m0006 from './migrations/0006_monitoring.ts';
+import * as m0007 from './migrations/0007_appendMany.ts';
 
 const migrations: Record<string, Migration> = {
   '0001_eventStore': m0001,
@@ -16,6 +17,7 @@ const migrations: Record<string, Migration> = {
   '0004_vault': m0004,
   '0005_identity': m0005,
   '0006_monitoring': m0006,
+  '0007_appendMany': m0007,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

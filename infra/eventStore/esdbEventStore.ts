@@ -298,6 +298,10 @@ export const createEsdbEventStore = async (connectionString: string, options: Es
   const openSubscriptions = new Set<() => Promise<void>>();
 
   const store: EventStore = {
+    // EventStoreDB appends one stream per call: the batch goes out concurrently on one
+    // connection (each append is its own write; `any` needs no ordering between them).
+    appendMany: (items) => Promise.all(items.map((i) => store.append(i.stream, i.events, { expectedRevision: 'any' }))),
+
     async append(stream, events, opts = {}) {
       validateStreamName(stream);
       const expected = opts.expectedRevision ?? 'any';

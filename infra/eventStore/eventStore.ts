@@ -70,6 +70,12 @@ export interface Subscription extends AsyncIterable<RecordedEvent> {
 
 export interface EventStore {
   append(stream: string, events: readonly NewEvent[], options?: { expectedRevision?: ExpectedRevision }): Promise<AppendResult>;
+  /**
+   * Appends to several streams, each with expected revision `any`, in as few round trips
+   * as the store allows (PostgreSQL: one transaction, all or nothing). Results in input
+   * order. For many small independent writes: one commit instead of one per stream.
+   */
+  appendMany(items: readonly { stream: string; events: readonly NewEvent[] }[]): Promise<AppendResult[]>;
   /** Events of one stream; empty when the stream does not exist. */
   readStream(stream: string, options?: ReadStreamOptions): Promise<RecordedEvent[]>;
   /** The stream's current revision, or null when it does not exist. */

@@ -212,6 +212,31 @@ export const createPostgresEventStore = async (
       }
     },
 
+    async appendMany(items) {
+      if (items.length === 0) return [];
+      if (items.length === 1) return [await store.append(items[0]!.stream, items[0]!.events, { expectedRevision: 'any' })];
+      const batch = `[${items.map((i) => `{"stream":${JSON.stringify(validateStreamName(i.stream))},"events":${serializeEvents(i.events)}}`).join(',')}]`;
+      let rows: { ord: number; revision: string; transaction_id: string; last_position: string }[];
+      try {
+        rows = await database.hotQuery('opl_append_many',
+          'select ord::int as ord, revision::text as revision, transaction_id, last_position::text as last_position from opl_append_many($1::jsonb)', [batch]);
+      } catch (err) {
+        const { code } = pgCode(err);
+        if (code === '22P02' || code === '22P05') throw new InvalidEventError((err as Error).message);
+        // A retried or clashing event id somewhere in the batch: one by one, each finds its own answer.
+        if (code === '23505') return Promise.all(items.map((i) => store.append(i.stream, i.events, { expectedRevision: 'any' })));
+        throw err;
+      }
+      const results: AppendResult[] = new Array(items.length);
+      let commit = 0n;
+      for (const r of rows) {
+        commit = BigInt(r.transaction_id);
+        results[r.ord - 1] = { nextExpectedRevision: BigInt(r.revision), position: { commit, prepare: BigInt(r.last_position) }, duplicate: false };
+      }
+      announce(commit);
+      return results;
+    },
+
     async readStream(stream, opts = {}) {
       validateStreamName(stream);
       const backwards = opts.direction === 'backwards';
