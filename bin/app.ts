@@ -31,6 +31,18 @@ import { createWorkerRegistry, type WorkerRegistry } from '../infra/workers.ts';
 import { identityProjection } from '../projections/identity.ts';
 import { createProjectionRuntime, type ProjectionRuntime } from '../projections/projectionRuntime.ts';
 import { projectsProjection } from '../projections/projects.ts';
+import { monitoringProjection, NODE_LIFECYCLE_EVENT_TYPES } from '../projections/monitoring.ts';
+import { nodeCommandRoutes } from '../commands/nodes.ts';
+import { groupCommandRoutes } from '../commands/groups.ts';
+import { alertChannelCommandRoutes } from '../commands/alertChannels.ts';
+import { createSnapshotRecorder } from '../commands/snapshotRecorder.ts';
+import { AlertChannelView, GroupView, monitoringReadRoutes, NodeView } from '../read-api/monitoring.ts';
+import { monitoringStatsRoutes } from '../read-api/monitoringStats.ts';
+import { createPoller, type PollTarget } from '../workers/poller.ts';
+import { createAlertNotifier } from '../workers/alertNotifier.ts';
+import { asLeader } from '../infra/leaderWorker.ts';
+import type { Check } from '../domain/monitoring.ts';
+import { recordSnapshot } from '../commands/nodes.ts';
 import { streamCatalogProjection } from '../projections/streamCatalog.ts';
 import { healthRouter } from '../read-api/health.ts';
 import { CreatedTokenView, identityReadRoutes, MeView, UserView } from '../read-api/identity.ts';
@@ -42,13 +54,14 @@ import { createMetrics, withAppendMetrics } from '../infra/metrics.ts';
 import type { Decider, DomainEvent } from '../domain/decider.ts';
 import { identityDecider } from '../domain/identity.ts';
 import { projectDecider, type ProjectEvent } from '../domain/projects.ts';
+import { alertChannelDecider, groupDecider, nodeDecider } from '../domain/monitoring.ts';
 import { usernameDecider } from '../domain/usernames.ts';
 
 export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
 
 export const API_BASE = '/api/v1';
 
-export const projectors = [streamCatalogProjection, identityProjection, projectsProjection];
+export const projectors = [streamCatalogProjection, identityProjection, projectsProjection, monitoringProjection];
 
 /** The project events that change who belongs where (a principal's memberships): a project's other edits leave credentials alone. */
 const MEMBERSHIP_EVENT_TYPES = ['ProjectCreated', 'ProjectDeleted', 'MemberSet', 'MemberRemoved'] as const satisfies readonly ProjectEvent['type'][];
@@ -202,6 +215,63 @@ export const projectRoutes: RouteInstaller = {
 const foldWith = <S, C, E extends DomainEvent>(d: Decider<S, C, E>): StreamFold =>
   (events) => events.reduce((s, e) => d.evolve(s, e as unknown as E), d.initialState());
 
+const NODE_LIFECYCLE: ReadonlySet<string> = new Set(NODE_LIFECYCLE_EVENT_TYPES);
+/** `node-<id>` folds by the node decider; its hot `node-<id>-snapshots` stream only counts and shows the last. */
+const nodeFold: StreamFold = (events) => {
+  const snapshots = events.filter((e) => !NODE_LIFECYCLE.has(e.type));
+  if (snapshots.length === 0) return foldWith(nodeDecider)(events);
+  return { snapshots: snapshots.length, last: snapshots.at(-1)!.data };
+};
+
+/** Monitoring (SPEC §5): nodes, snapshots, groups, statistics, alert channels; the poller and the alert notifier. */
+export const monitoringRoutes: RouteInstaller = {
+  name: 'monitoring',
+  install(ctx) {
+    const db = ctx.kernel.database.db;
+    const runtime = ctx.kernel.runtime;
+    const reads = monitoringReadRoutes(ctx.routes, {
+      db, lifecycleEpoch: () => runtime.generation([monitoringProjection.name], NODE_LIFECYCLE_EVENT_TYPES),
+    });
+    monitoringStatsRoutes(ctx.routes, { db });
+    const recorder = createSnapshotRecorder(ctx.commandKit.store);
+    const refOf = async (id: string) => {
+      const r = await reads.ref(id);
+      return r ? { ...r } : null;
+    };
+    nodeCommandRoutes(ctx.routes, {
+      ...ctx.commandKit, recorder, defaultIntervalS: ctx.config.pollIntervalSeconds,
+      views: { ref: refOf, node: reads.node, schemas: { Node: NodeView } },
+    });
+    groupCommandRoutes(ctx.routes, { ...ctx.commandKit, minOnlineDefault: ctx.config.minOnlineDefault, views: { group: reads.group, schemas: { Group: GroupView } } });
+    alertChannelCommandRoutes(ctx.routes, { ...ctx.commandKit, vault: ctx.vault, views: { channel: reads.channel, schemas: { AlertChannel: AlertChannelView } } });
+
+    // The poller records through the same snapshot path as a push, as the monitor itself.
+    const monitorActor = { user_id: null, username: 'monitor', token_id: null };
+    const poller = createPoller({
+      defaultIntervalS: ctx.config.pollIntervalSeconds,
+      concurrency: ctx.config.pollConcurrency,
+      logger: ctx.logger,
+      listTargets: async (): Promise<PollTarget[]> => {
+        const rows = await db.selectFrom('nodes as n').innerJoin('node_status as s', 's.node_id', 'n.id')
+          .select(['n.id', 'n.name', 'n.address', 'n.check_type', 'n.check_config', 's.last_observed_at', 's.last_source'])
+          .where('n.active', '=', true).where('n.decommissioned', '=', false).execute();
+        return rows.map((r) => ({
+          nodeId: r.id, name: r.name, address: r.address,
+          check: { type: r.check_type, ...(r.check_config as object) } as Check,
+          lastObservedAt: r.last_observed_at ? new Date(r.last_observed_at) : null,
+        }));
+      },
+      record: async (nodeId, snapshot) => {
+        await recordSnapshot({ recorder }, await refOf(nodeId), nodeId, snapshot, { actor: monitorActor, now: snapshot.observedAt });
+      },
+    });
+    const lock = (name: string) => () => ctx.kernel.database.tryAdvisoryLock(`opsledger:worker:${name}`);
+    ctx.workers.register(asLeader(poller, { tryLock: lock(poller.name), logger: ctx.logger }));
+    // Deliveries are claimed row by row (SKIP LOCKED): every instance may help.
+    ctx.workers.register(createAlertNotifier({ db, vault: ctx.vault, wakeups: runtime.changes$, logger: ctx.logger }));
+  },
+};
+
 /** GET /audit and GET /streams/{id}: the log itself, read through the API. */
 export const auditAndStreamRoutes: RouteInstaller = {
   name: 'audit',
@@ -210,7 +280,10 @@ export const auditAndStreamRoutes: RouteInstaller = {
     streamRoutes(ctx.routes, {
       store: ctx.kernel.store,
       // State per stream category, folded by the module's own decider.
-      folds: { user: foldWith(identityDecider), project: foldWith(projectDecider), username: foldWith(usernameDecider) },
+      folds: {
+        user: foldWith(identityDecider), project: foldWith(projectDecider), username: foldWith(usernameDecider),
+        node: nodeFold, group: foldWith(groupDecider), alert: foldWith(alertChannelDecider),
+      },
     });
   },
 };
@@ -233,7 +306,7 @@ export const liveUpdates: RouteInstaller = {
 };
 
 /** The modules' routes, in mounting order. Later modules append theirs here. */
-export const routeInstallers: RouteInstaller[] = [identityRoutes, projectRoutes, auditAndStreamRoutes, liveUpdates];
+export const routeInstallers: RouteInstaller[] = [identityRoutes, projectRoutes, monitoringRoutes, auditAndStreamRoutes, liveUpdates];
 
 export type ServerOptions = KernelOptions & {
   /** Where the first start prints the generated admin password (default: stdout, never the logger). */

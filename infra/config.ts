@@ -32,6 +32,8 @@ export type Config = Readonly<{
   jwtExpiresIn: string;
   jwtExpiresInSeconds: number;
   pollIntervalSeconds: number;
+  /** Node checks in flight at once (the poller's pool). */
+  pollConcurrency: number;
   minOnlineDefault: number;
   defaultRateLimitPerSecond: number;
   defaultRateLimitBurst: number;
@@ -120,6 +122,7 @@ const VARS = {
   ALLOW_REGISTRATION: boolean(false),
   JWT_EXPIRES_IN: duration('30m', 30),
   POLL_INTERVAL_SECONDS: integer(1, 86_400, 60),
+  POLL_CONCURRENCY: integer(1, 1000, 20),
   MIN_ONLINE_DEFAULT: integer(1, 100_000, 16),
   DEFAULT_RATE_LIMIT_PER_SECOND: integer(1, 100_000, 10),
   DEFAULT_RATE_LIMIT_BURST: integer(1, 1_000_000, 20),
@@ -188,7 +191,7 @@ export const loadConfig = (env: NodeJS.ProcessEnv = process.env): Config => {
     secretKey: e.SECRET_KEY, secretsKey: e.SECRETS_KEY, adminPassword: e.ADMIN_PASSWORD,
     allowRegistration: e.ALLOW_REGISTRATION,
     jwtExpiresIn: e.JWT_EXPIRES_IN.text, jwtExpiresInSeconds: e.JWT_EXPIRES_IN.seconds,
-    pollIntervalSeconds: e.POLL_INTERVAL_SECONDS, minOnlineDefault: e.MIN_ONLINE_DEFAULT,
+    pollIntervalSeconds: e.POLL_INTERVAL_SECONDS, pollConcurrency: e.POLL_CONCURRENCY, minOnlineDefault: e.MIN_ONLINE_DEFAULT,
     defaultRateLimitPerSecond: e.DEFAULT_RATE_LIMIT_PER_SECOND, defaultRateLimitBurst: e.DEFAULT_RATE_LIMIT_BURST,
     adminRateLimitPerSecond: e.ADMIN_RATE_LIMIT_PER_SECOND, adminRateLimitBurst: e.ADMIN_RATE_LIMIT_BURST,
     jobMaxConcurrency: e.JOB_MAX_CONCURRENCY, maxSessionsPerHost: e.MAX_SESSIONS_PER_HOST, maxOutputBytes: e.MAX_OUTPUT_BYTES,

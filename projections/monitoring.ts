@@ -13,7 +13,7 @@ import {
   alertOf, groupStatus, nextStatus, snapshotValidityMs,
   type AlertEvent, type Check, type MonitoringEvent, type NodeStatus, type SnapshotRecorded,
 } from '../domain/monitoring.ts';
-import { splitSpan, UNIT_MS, UNITS } from '../domain/timeBuckets.ts';
+import { splitSpan, UNIT_MS, UNITS } from '../infra/timeBuckets.ts';
 import type { Tables } from '../infra/db/tables.ts';
 import type { RecordedEvent } from '../infra/eventStore/eventStore.ts';
 import type { Emit, Projector } from './projector.ts';
