@@ -125,6 +125,9 @@ export const NodeFilters = Pagination.extend({
 });
 type NodeFilters = z.output<typeof NodeFilters>;
 
+/** For `where project in (…)`: no project at all matches nothing ('-' is never a slug). */
+export const inProjects = (projects: readonly string[]): string[] => (projects.length > 0 ? [...projects] : ['-']);
+
 const notFound = (what: string, id: string, code: string) => new AppError(code, `${what} ${id} not found`);
 
 /** The caller's projects for `permission`, narrowed to `project` when given; [] when none. */
@@ -137,7 +140,7 @@ const projectsFor = (principal: Principal, permission: ProjectPermission, projec
 export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nodeId: string; name: string; project: string; decommissioned: boolean } | null> = noCache()) => {
   const nodesQuery = (projects: readonly string[] | 'all') => {
     let q = db.selectFrom('nodes as n').innerJoin('node_status as s', 's.node_id', 'n.id');
-    if (projects !== 'all') q = q.where('n.project', 'in', projects.length > 0 ? [...projects] : ['\u0000none']);
+    if (projects !== 'all') q = q.where('n.project', 'in', inProjects(projects));
     return q;
   };
   type NodesQuery = ReturnType<typeof nodesQuery>;
@@ -175,7 +178,7 @@ export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nod
       const counts = await nodesQuery(projects).where('n.decommissioned', '=', false)
         .select([effectiveStatus.as('status'), (eb) => eb.fn.countAll<string>().as('n')]).groupBy(sql`1`).execute();
       let groups = db.selectFrom('node_groups').select(['id', 'name', 'project', 'online', 'min_online', 'status']).where('deleted', '=', false);
-      if (projects !== 'all') groups = groups.where('project', 'in', projects.length > 0 ? [...projects] : ['\u0000none']);
+      if (projects !== 'all') groups = groups.where('project', 'in', inProjects(projects));
       const by = Object.fromEntries(counts.map((c) => [c.status, Number(c.n)]));
       return {
         total: counts.reduce((s, c) => s + Number(c.n), 0),
@@ -190,7 +193,7 @@ export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nod
     async listGroups(principal: Principal, p: Pagination & { project?: string | undefined }) {
       const projects = projectsFor(principal, 'nodes:read', p.project);
       let q = db.selectFrom('node_groups').where('deleted', '=', false);
-      if (projects !== 'all') q = q.where('project', 'in', projects.length > 0 ? [...projects] : ['\u0000none']);
+      if (projects !== 'all') q = q.where('project', 'in', inProjects(projects));
       const [rows, count] = await Promise.all([
         q.selectAll().orderBy('project').orderBy('name').limit(p.limit).offset(p.offset).execute(),
         q.select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
@@ -205,7 +208,7 @@ export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nod
     async listChannels(principal: Principal, p: Pagination & { project?: string | undefined }) {
       const projects = projectsFor(principal, 'nodes:read', p.project);
       let q = db.selectFrom('alert_channels').where('deleted', '=', false);
-      if (projects !== 'all') q = q.where('project', 'in', projects.length > 0 ? [...projects] : ['\u0000none']);
+      if (projects !== 'all') q = q.where('project', 'in', inProjects(projects));
       const [rows, count] = await Promise.all([
         q.selectAll().orderBy('project').orderBy('created_at').limit(p.limit).offset(p.offset).execute(),
         q.select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),

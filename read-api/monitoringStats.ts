@@ -11,6 +11,7 @@ import type { Tables } from '../infra/db/tables.ts';
 import { AppError } from '../infra/errors.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid, ValidationError } from '../infra/http/validate.ts';
+import { inProjects } from './monitoring.ts';
 import { alignedWindow, groupTimeline, nodesUptime, timelineTotals, WINDOWS, type WindowName } from './uptime.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
@@ -113,7 +114,7 @@ export const monitoringStatsRoutes = (routes: Routes, deps: { db: Kysely<Tables>
     }
     const projects = visibleProjectFilter(principal, query.project);
     let q = db.selectFrom('nodes').select('id').where('decommissioned', '=', false).limit(MAX_NODES_OVERALL);
-    if (projects !== 'all') q = q.where('project', 'in', projects.length > 0 ? [...projects] : ['\u0000none']);
+    if (projects !== 'all') q = q.where('project', 'in', inProjects(projects));
     const ids = (await q.execute()).map((r) => r.id);
     res.json({ ...base, nodes: ids.length, ...(await nodesUptime(db, ids, from, to, t)) });
   });
@@ -134,7 +135,7 @@ export const monitoringStatsRoutes = (routes: Routes, deps: { db: Kysely<Tables>
     else {
       const projects = visibleProjectFilter(principal, query.project);
       let q = db.selectFrom('node_groups').select(['id', 'name', 'project']).where('deleted', '=', false).orderBy('project').orderBy('name').limit(100);
-      if (projects !== 'all') q = q.where('project', 'in', projects.length > 0 ? [...projects] : ['\u0000none']);
+      if (projects !== 'all') q = q.where('project', 'in', inProjects(projects));
       groups = await q.execute();
     }
     const items = await Promise.all(groups.map(async (g) => {
@@ -181,7 +182,7 @@ export const monitoringStatsRoutes = (routes: Routes, deps: { db: Kysely<Tables>
     } else {
       const projects = visibleProjectFilter(principal, query.project);
       if (projects !== 'all') {
-        q = q.innerJoin('nodes as n', 'n.id', 'r.node_id').where('n.project', 'in', projects.length > 0 ? [...projects] : ['\u0000none']);
+        q = q.innerJoin('nodes as n', 'n.id', 'r.node_id').where('n.project', 'in', inProjects(projects));
       }
     }
     const acc = new Map<number, { count: number; sum: number; min: number; max: number }>();
