@@ -26,9 +26,9 @@ const ADMIN_PASSWORD = 'bench-admin-password-0123';
 // The highest limits config.ts accepts (per second ≤ 100000, burst ≤ 1000000): no request is throttled.
 const HIGH_RATE = '100000';
 const HIGH_BURST = '1000000';
-const WRK_THREADS = 2;
-const WRK_CONNECTIONS = 50;
-const BASELINE_LABEL = 'express 5 hello world (child process)';
+export const WRK_THREADS = 2;
+export const WRK_CONNECTIONS = 50;
+export const BASELINE_LABEL = 'express 5 hello world (child process)';
 
 // ---- child processes -------------------------------------------------------------------------
 type Child = { url: string; stop(): Promise<void> };
@@ -39,7 +39,7 @@ process.on('exit', () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const spawnChild = async (args: string[], env: Record<string, string>, readyPath: string, cleanup?: () => void): Promise<Child> => {
+export const spawnChild = async (args: string[], env: Record<string, string>, readyPath: string, cleanup?: () => void): Promise<Child> => {
   const port = await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
     cwd: ROOT, env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' }, stdio: ['ignore', 'ignore', 'pipe'],
@@ -77,17 +77,18 @@ const spawnChild = async (args: string[], env: Record<string, string>, readyPath
   }
 };
 
-const startHello = () => spawnChild(['bench/support/helloServer.ts'], {}, '/');
+export const startHello = () => spawnChild(['bench/support/helloServer.ts'], {}, '/');
 
-type App = Child & { token: string };
+export type App = Child & { token: string };
 /** The app on embedded PGlite in a temp DATA_DIR, or on PostgreSQL when `env` names DATABASE_URL. */
-const startApp = async (env: Record<string, string> = {}): Promise<App> => {
+export const startApp = async (env: Record<string, string> = {}): Promise<App> => {
   const dir = mkdtempSync(join(tmpdir(), 'opsledger-bench-api-'));
   const child = await spawnChild(['bin/cli.ts', 'serve'], {
     ...env,
     DATA_DIR: join(dir, 'data'),
-    SECRET_KEY: randomBytes(32).toString('hex'),
-    SECRETS_KEY: randomBytes(32).toString('hex'),
+    // Given ones let a restart on the same DATABASE_URL read its vault (bench/monitoring.ts).
+    SECRET_KEY: env['SECRET_KEY'] ?? randomBytes(32).toString('hex'),
+    SECRETS_KEY: env['SECRETS_KEY'] ?? randomBytes(32).toString('hex'),
     ADMIN_PASSWORD,
     LOG_LEVEL: 'warn',
     DEFAULT_RATE_LIMIT_PER_SECOND: HIGH_RATE, DEFAULT_RATE_LIMIT_BURST: HIGH_BURST,
@@ -126,8 +127,8 @@ const runWrk = (url: string, seconds: number, opts: { headers?: string[]; script
   return { rps, requests, non2xx, socketErrors, okRps: requests > 0 ? rps * (requests - non2xx) / requests : 0 };
 };
 
-const roundsOf = (ctx: BenchContext) => (ctx.quick ? 2 : Math.min(5, Math.max(3, ctx.rounds)));
-const wrkSeconds = (ctx: BenchContext) => (ctx.quick ? 2 : 5);
+export const roundsOf = (ctx: BenchContext) => (ctx.quick ? 2 : Math.min(5, Math.max(3, ctx.rounds)));
+export const wrkSeconds = (ctx: BenchContext) => (ctx.quick ? 2 : 5);
 
 /** Baseline and ours alternate; both servers stay up across rounds (a 1 s warm-up each first). */
 const wrkVersus = async (

@@ -13,6 +13,7 @@ import { appendBatch } from './appendBatch.ts';
 import { appendLatency } from './appendLatency.ts';
 import { appendSingle, appendSinglePglite } from './appendSingle.ts';
 import { fmt, passes, ratioOf, type Benchmark, type BenchContext, type BenchRow } from './harness.ts';
+import { historyPage, poller, snapshotDepth, snapshotPush, uptimeYear } from './monitoring.ts';
 import { replay } from './replay.ts';
 
 const benchmarks: Benchmark[] = [
@@ -24,6 +25,11 @@ const benchmarks: Benchmark[] = [
   { name: 'apiRead', needsServer: false, run: apiRead },
   { name: 'apiCommand', needsServer: true, run: apiCommand },
   { name: 'livePush', needsServer: false, run: livePush },
+  { name: 'snapshotPush', needsServer: true, run: snapshotPush },
+  { name: 'snapshotDepth', needsServer: true, run: snapshotDepth },
+  { name: 'uptimeYear', needsServer: true, run: uptimeYear },
+  { name: 'historyPage', needsServer: true, run: historyPage },
+  { name: 'poller', needsServer: true, run: poller },
 ];
 
 const filters = process.argv.slice(2).map((f) => f.toLowerCase());

@@ -9,6 +9,9 @@ import { registerUser, generatePassword } from '../commands/identityAccounts.ts'
 import { USERNAME_PATTERN } from '../commands/identitySchemas.ts';
 import { validatePasswordPolicy } from '../infra/auth/password.ts';
 import { AppError } from '../infra/errors.ts';
+import { readFileSync } from 'node:fs';
+import { importNodes, nodeCommandRunner, parseImport } from '../commands/nodes.ts';
+import { DEFAULT_PROJECT, projectStream } from '../domain/projects.ts';
 import { createVault } from '../infra/vault.ts';
 import { openKernel, openSecrets, projectors, startServer, VERSION } from './app.ts';
 
@@ -19,6 +22,9 @@ Usage: opsledger <command> [options]
 Commands:
   serve                       run the API, projections and workers (default data: ./data, embedded PostgreSQL)
   replay [--projection NAME]  rebuild read models from the event log (all projections, or one)
+  seed-nodes (--json FILE | --from-env) [--project SLUG]
+                              import nodes in the nodes.json form [{name, ip, pubkey}] (upsert by name);
+                              --from-env reads the JSON from NODES_JSON (embedded: run it while the service is stopped)
   create-admin --username NAME [--password-stdin]
                               create a global admin; the password is read from stdin, or generated
                               and printed once (embedded: run it while the service is stopped)
@@ -117,6 +123,42 @@ const createAdmin = async (username: string | undefined, passwordFromStdin: bool
   }
 };
 
+const seedNodes = async (file: string | undefined, fromEnv: boolean, project: string) => {
+  if (!file === !fromEnv) fail('seed-nodes needs exactly one of --json FILE or --from-env\nRun "opsledger --help" for usage.');
+  let text: string;
+  try {
+    text = file ? readFileSync(file, 'utf8') : (process.env['NODES_JSON'] ?? fail('--from-env: NODES_JSON is not set'));
+  } catch (err) {
+    return fail(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  let list: unknown;
+  try {
+    list = JSON.parse(text);
+  } catch (err) {
+    return fail(`${file ?? 'NODES_JSON'} is not JSON: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(list)) return fail(`${file ?? 'NODES_JSON'} must hold a JSON array of {name, ip, pubkey}`);
+  let entries;
+  try {
+    entries = parseImport(list);
+  } catch (err) {
+    const e = err as { message: string; errors?: { path: string; message: string }[] };
+    return fail(`${e.message}\n${(e.errors ?? []).map((x) => `  ${x.path.replace(/^body/, 'entry ')}: ${x.message}`).join('\n')}`);
+  }
+  const config = loadConfig();
+  const logger = createLogger({ ...config, logLevel: 'warn' }, process.stderr);
+  const kernel = await openKernel(config, logger);
+  try {
+    const exists = await kernel.store.streamRevision(projectStream(project));
+    if (exists === null) throw new AppError('PROJECT_NOT_FOUND', `project ${project} does not exist`);
+    const ctx = { actor: { user_id: null, username: 'cli', token_id: null }, requestId: null, ip: null, project };
+    const { summary } = await importNodes({ store: kernel.store, defaultIntervalS: config.pollIntervalSeconds, run: nodeCommandRunner(kernel.store) }, project, entries, ctx);
+    process.stdout.write(`seed-nodes: ${summary.created} created, ${summary.updated} updated, ${summary.unchanged} unchanged (project ${project})\n`);
+  } finally {
+    await kernel.close();
+  }
+};
+
 const main = async () => {
   let parsed;
   try {
@@ -124,6 +166,7 @@ const main = async () => {
       allowPositionals: true,
       options: {
         projection: { type: 'string' }, username: { type: 'string' }, 'password-stdin': { type: 'boolean' },
+        json: { type: 'string' }, 'from-env': { type: 'boolean' }, project: { type: 'string' },
         help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' },
       },
     });
@@ -139,6 +182,8 @@ const main = async () => {
       return serve();
     case 'replay':
       return replay(parsed.values.projection);
+    case 'seed-nodes':
+      return seedNodes(parsed.values.json, parsed.values['from-env'] === true, parsed.values.project ?? DEFAULT_PROJECT);
     case 'create-admin':
       return createAdmin(parsed.values.username, parsed.values['password-stdin'] === true);
     default:

@@ -139,10 +139,15 @@ export const recordSnapshot = async (
   return { ...result, observedAt: event.data.observedAt };
 };
 
-export const nodeCommandRoutes = (routes: Routes, deps: NodeCommandDeps): void => {
-  const handle = createCommandHandler(deps.store, monitoringEventSchemas);
-  const run = async (nodeId: string, command: NodeCommand, ctx: CommandContext, expected?: bigint) =>
+/** Runs a node command on the node's stream (If-Match as the expected revision when given). */
+export const nodeCommandRunner = (store: CommandKit['store']) => {
+  const handle = createCommandHandler(store, monitoringEventSchemas);
+  return async (nodeId: string, command: NodeCommand, ctx: CommandContext, expected?: bigint) =>
     (await handle(nodeDecider, nodeStream(nodeId), command, ctx, expected === undefined ? {} : { expectedRevision: expected })) as AnyResult;
+};
+
+export const nodeCommandRoutes = (routes: Routes, deps: NodeCommandDeps): void => {
+  const run = nodeCommandRunner(deps.store);
 
   const answerNode = async (res: Response, id: string, status: number) => {
     const found = await deps.views.node(id);

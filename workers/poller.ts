@@ -11,6 +11,7 @@
 // Checks run in one bounded pool shared by all ticks: a tick only lists the nodes and
 // queues the due ones, so a slow node holds one slot until its timeout, never the others'
 // schedule; a node queued or in flight is not queued again.
+import { setMaxListeners } from 'node:events';
 import { snapshotValidityMs, type Check, type SnapshotSource, type SnapshotStatus } from '../domain/monitoring.ts';
 import { runCheck, type CheckOutcome, type CheckSpec } from '../infra/healthCheck.ts';
 import type { Worker, WorkerDetails } from '../infra/workers.ts';
@@ -110,7 +111,13 @@ export const createPoller = (deps: PollerDeps): Poller => {
   const pool = createPool(Math.max(1, Math.floor(deps.concurrency)));
   const memory = new Map<string, NodeMemory>();
   const inFlight = new Set<Promise<void>>();
-  let abort = new AbortController();
+  // One stop signal that every check in flight listens to: up to `concurrency` listeners.
+  const stopSignal = () => {
+    const c = new AbortController();
+    setMaxListeners(Math.max(10, deps.concurrency + 10), c.signal);
+    return c;
+  };
+  let abort = stopSignal();
   let startedAt = now();
   let timer: NodeJS.Timeout | null = null;
   let ticking: Promise<TickResult> | null = null;
@@ -295,7 +302,7 @@ export const createPoller = (deps: PollerDeps): Poller => {
         // Aborted checks end promptly and are not recorded; records already under way finish.
         while (inFlight.size > 0) await Promise.all([...inFlight]);
       } finally {
-        abort = new AbortController();
+        abort = stopSignal();
         stopping = false;
       }
     },
