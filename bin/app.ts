@@ -240,10 +240,10 @@ export const monitoringRoutes: RouteInstaller = {
     };
     nodeCommandRoutes(ctx.routes, {
       ...ctx.commandKit, recorder, defaultIntervalS: ctx.config.pollIntervalSeconds,
-      views: { ref: refOf, node: reads.node, schemas: { Node: NodeView } },
+      views: { ref: refOf, node: reads.node, projectExists: reads.projectExists, schemas: { Node: NodeView } },
     });
-    groupCommandRoutes(ctx.routes, { ...ctx.commandKit, minOnlineDefault: ctx.config.minOnlineDefault, views: { group: reads.group, schemas: { Group: GroupView } } });
-    alertChannelCommandRoutes(ctx.routes, { ...ctx.commandKit, vault: ctx.vault, views: { channel: reads.channel, schemas: { AlertChannel: AlertChannelView } } });
+    groupCommandRoutes(ctx.routes, { ...ctx.commandKit, minOnlineDefault: ctx.config.minOnlineDefault, views: { group: reads.group, projectExists: reads.projectExists, schemas: { Group: GroupView } } });
+    alertChannelCommandRoutes(ctx.routes, { ...ctx.commandKit, vault: ctx.vault, views: { channel: reads.channel, projectExists: reads.projectExists, schemas: { AlertChannel: AlertChannelView } } });
 
     // The poller records through the same snapshot path as a push, as the monitor itself.
     const monitorActor = { user_id: null, username: 'monitor', token_id: null };

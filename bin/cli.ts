@@ -11,6 +11,7 @@ import { validatePasswordPolicy } from '../infra/auth/password.ts';
 import { AppError } from '../infra/errors.ts';
 import { readFileSync } from 'node:fs';
 import { importNodes, nodeCommandRunner, parseImport } from '../commands/nodes.ts';
+import { ensureDefaultProject } from '../commands/projects.ts';
 import { DEFAULT_PROJECT, projectStream } from '../domain/projects.ts';
 import { createVault } from '../infra/vault.ts';
 import { openKernel, openSecrets, projectors, startServer, VERSION } from './app.ts';
@@ -149,6 +150,8 @@ const seedNodes = async (file: string | undefined, fromEnv: boolean, project: st
   const logger = createLogger({ ...config, logLevel: 'warn' }, process.stderr);
   const kernel = await openKernel(config, logger);
   try {
+    // Before the first start there is no default project yet: it always exists, so make it.
+    if (project === DEFAULT_PROJECT) await ensureDefaultProject(kernel.store);
     const exists = await kernel.store.streamRevision(projectStream(project));
     if (exists === null) throw new AppError('PROJECT_NOT_FOUND', `project ${project} does not exist`);
     const ctx = { actor: { user_id: null, username: 'cli', token_id: null }, requestId: null, ip: null, project };

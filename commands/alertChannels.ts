@@ -13,6 +13,7 @@ import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid } from '../infra/http/validate.ts';
 import type { Vault } from '../infra/vault.ts';
 import { commandContext, PlainText, settle, type CommandKit } from './commandRoute.ts';
+import { requireProject } from './nodes.ts';
 import { createCommandHandler, type CommandContext } from './handleCommand.ts';
 import { monitoringEventSchemas } from './monitoringSchemas.ts';
 
@@ -20,6 +21,7 @@ type Routes = ReturnType<typeof bindRoutes>;
 
 export type AlertChannelViews = {
   channel(id: string): Promise<{ view: Record<string, unknown>; project: string } | null>;
+  projectExists(slug: string): Promise<boolean>;
   schemas: { AlertChannel: z.ZodType };
 };
 
@@ -52,6 +54,7 @@ export const alertChannelCommandRoutes = (routes: Routes, deps: AlertChannelDeps
     responses: { 201: { body: deps.views.schemas.AlertChannel.and(z.object({ secret: z.string() })), headers: { Location: 'the new channel' } } },
   }, async ({ body }, req, res) => {
     requireProjectAccess(res, body.project, 'nodes:write');
+    await requireProject(deps.views, body.project);
     const channelId = randomUUID();
     const secret = body.secret ?? randomBytes(32).toString('base64url');
     const secretRef = await deps.vault.put(channelOwner(channelId), 'webhook-secret', secret);

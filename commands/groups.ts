@@ -13,6 +13,7 @@ import { setEtag, withIfMatch } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid } from '../infra/http/validate.ts';
 import { commandContext, PlainText, settle, type CommandKit } from './commandRoute.ts';
+import { requireProject } from './nodes.ts';
 import { createCommandHandler, type CommandContext, type CommandResult } from './handleCommand.ts';
 import { Labels, monitoringEventSchemas } from './monitoringSchemas.ts';
 
@@ -21,6 +22,7 @@ type AnyResult = CommandResult<unknown, { type: string; data: Record<string, unk
 
 export type GroupViews = {
   group(groupId: string): Promise<{ view: unknown; revision: bigint; project: string } | null>;
+  projectExists(slug: string): Promise<boolean>;
   schemas: { Group: z.ZodType };
 };
 
@@ -68,6 +70,7 @@ export const groupCommandRoutes = (routes: Routes, deps: GroupCommandDeps): void
     body: CreateGroup, responses: { 201: { body: deps.views.schemas.Group, headers: { Location: 'the new group' } } },
   }, async ({ body }, req, res) => {
     requireProjectAccess(res, body.project, 'nodes:write');
+    await requireProject(deps.views, body.project);
     const groupId = randomUUID();
     const result = await run(groupId, { type: 'CreateGroup', data: {
       groupId, name: body.name, project: body.project, minOnline: body.min_online ?? deps.minOnlineDefault, selector: toSelector(body.selector),

@@ -11,7 +11,7 @@ import {
   type Check, type NodeCommand, type NodeFields, type RecordSnapshot, type SnapshotTarget,
 } from '../domain/monitoring.ts';
 import { DEFAULT_PROJECT } from '../domain/projects.ts';
-import { canSeeProject, requirePrincipal, requireProjectAccess, forbidden } from '../infra/auth/authenticate.ts';
+import { canSeeProject, forbidden, projectNotFound, requirePrincipal, requireProjectAccess } from '../infra/auth/authenticate.ts';
 import { can } from '../infra/auth/authorize.ts';
 import type { ProjectPermission } from '../infra/auth/permissions.ts';
 import type { Principal } from '../infra/auth/principal.ts';
@@ -36,6 +36,7 @@ export type NodeViews = {
   /** Cheap and exact (cached until a node's life changes): the snapshot path asks it on every push. */
   ref(nodeId: string): Promise<NodeRef | null>;
   node(nodeId: string): Promise<{ view: unknown; revision: bigint } | null>;
+  projectExists(slug: string): Promise<boolean>;
   schemas: { Node: z.ZodType };
 };
 
@@ -113,6 +114,11 @@ const toCheck = (body: CheckBody | undefined, defaultIntervalS: number): Check =
   retries: body?.retries ?? 0,
 });
 
+/** 404 PROJECT_NOT_FOUND unless the project exists (after the visibility check, so both look alike). */
+export const requireProject = async (views: { projectExists(slug: string): Promise<boolean> }, slug: string): Promise<void> => {
+  if (!(await views.projectExists(slug))) throw projectNotFound(slug);
+};
+
 const nodeNotFound = (id: string) => new DomainError('NODE_NOT_FOUND', `node ${id} not found`);
 
 /** The node, if the caller may see it (404 otherwise, as for a missing one), and 403 without `permission`. */
@@ -165,6 +171,7 @@ export const nodeCommandRoutes = (routes: Routes, deps: NodeCommandDeps): void =
     responses: { 201: { body: deps.views.schemas.Node, headers: { Location: 'the new node', ETag: 'the node’s revision' } }, 409: 'a node of that name exists in the project' },
   }, async ({ body }, req, res) => {
     requireProjectAccess(res, body.project, 'nodes:write');
+    await requireProject(deps.views, body.project);
     const nodeId = nodeIdFor(body.project, body.name);
     const fields: NodeFields = {
       name: body.name, project: body.project, address: body.address, pubkey: body.pubkey ?? null, labels: body.labels ?? {},
@@ -217,6 +224,7 @@ export const nodeCommandRoutes = (routes: Routes, deps: NodeCommandDeps): void =
   }, async ({ query, body }, req, res) => {
     requireProjectAccess(res, query.project, 'nodes:write');
     const entries = parseImport(body);
+    await requireProject(deps.views, query.project);
     const ctx = commandContext(req, res, query.project);
     const outcome = await importNodes({ ...deps, run }, query.project, entries, ctx);
     await settle(deps, res, outcome.results);

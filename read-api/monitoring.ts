@@ -186,6 +186,10 @@ export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nod
         groups: (await groups.orderBy('project').orderBy('name').execute()).map((g) => ({ ...g, status: g.status as GroupView['status'] })),
       };
     },
+    /** Whether the project exists and is not deleted (a new node, group or channel needs one). */
+    async projectExists(slug: string): Promise<boolean> {
+      return !!(await db.selectFrom('projects').select('slug').where('slug', '=', slug).where('deleted', '=', false).executeTakeFirst());
+    },
     async group(groupId: string): Promise<{ view: GroupView; revision: bigint; project: string } | null> {
       const g = await db.selectFrom('node_groups').selectAll().where('id', '=', groupId).where('deleted', '=', false).executeTakeFirst();
       return g ? { view: toGroupView(g), revision: BigInt(g.revision), project: g.project } : null;

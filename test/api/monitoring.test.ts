@@ -260,6 +260,8 @@ describe('monitoring API', function () {
       expect(r.body.errors.map((e: { path: string }) => e.path), JSON.stringify(body)).to.include(path);
     }
     expectProblem(await api.admin.post('/nodes', { name: node.name.toUpperCase(), address: '127.0.0.1' }), 409, 'NODE_EXISTS');
+    expectProblem(await api.admin.post('/nodes', { name: unique('n'), project: unique('nowhere'), address: '127.0.0.1' }), 404, 'PROJECT_NOT_FOUND');
+    expectProblem(await api.admin.post('/groups', { name: 'g', project: unique('nowhere'), selector: { labels: {} } }), 404, 'PROJECT_NOT_FOUND');
     expectProblem(await api.admin.patch(`/nodes/${node.id}`, { name: 'renamed' }), 400, 'VALIDATION_FAILED');
     expect(await eventCount()).to.equal(before);
   });

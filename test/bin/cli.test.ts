@@ -2,7 +2,7 @@
 // exit codes, stdout/stderr, HTTP answers and files in DATA_DIR.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -409,6 +409,40 @@ describe('bin/cli.ts (end to end)', function () {
       expect(short.code).to.equal(1);
       expect(linesOf(short.stderr)).to.deep.equal(['opsledger: invalid password: password must be at least 8 characters']);
       for (const r of [missing, bad, short]) expectNoStack(r.stderr);
+    });
+  });
+
+  describe('seed-nodes (DATABASE_URL)', () => {
+    it('imports nodes.json from a file and from NODES_JSON (upsert by name), and refuses bad entries naming each, importing nothing', async () => {
+      const env = await envFor({ DATABASE_URL: await freshDatabaseUrl(), ADMIN_PASSWORD: 'seed-admin-password' });
+      const file = join(tempDir(), 'nodes.json');
+      writeFileSync(file, JSON.stringify([{ name: 'orch-1', ip: '10.1.0.1', pubkey: 'ssh-ed25519 AAAA' }, { name: 'orch-2', ip: '10.1.0.2', pubkey: null }]));
+      const first = await runToEnd(['seed-nodes', '--json', file], env);
+      expect(first.code, first.stderr).to.equal(0);
+      expect(first.stdout).to.equal('seed-nodes: 2 created, 0 updated, 0 unchanged (project default)\n');
+      const again = await runToEnd(['seed-nodes', '--from-env'], { ...env, NODES_JSON: JSON.stringify([
+        { name: 'ORCH-1', ip: '10.1.0.1', pubkey: 'ssh-ed25519 AAAA' }, { name: 'orch-2', ip: '10.1.0.22' }, { name: 'orch-3', ip: '10.1.0.3' },
+      ]) });
+      expect(again.stdout, again.stderr).to.equal('seed-nodes: 1 created, 1 updated, 1 unchanged (project default)\n');
+
+      writeFileSync(file, JSON.stringify([{ name: 'orch-9', ip: '10.1.0.9' }, { name: 'orch-9', ip: '10.1.0.10' }, { name: 'orch-10', ip: 'not-an-ip' }]));
+      const bad = await runToEnd(['seed-nodes', '--json', file], env);
+      expect(bad.code).to.equal(1);
+      expect(bad.stderr).to.include('2 of 3 entries are not valid; nothing was imported')
+        .and.include('entry [1].name: duplicate name orch-9 (also at body[0])').and.include('entry [2].ip: must be an IPv4 or IPv6 address');
+      expectNoStack(bad.stderr);
+      const neither = await runToEnd(['seed-nodes'], env);
+      expect(neither.code).to.equal(1);
+      expect(neither.stderr).to.include('seed-nodes needs exactly one of --json FILE or --from-env');
+
+      const { cli, url } = await serve(env);
+      const login = await fetch(`${url}/api/v1/auth/login`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'admin', password: 'seed-admin-password' }),
+      });
+      const token = ((await login.json()) as { access_token: string }).access_token;
+      const nodes = (await (await fetch(`${url}/api/v1/nodes`, { headers: { authorization: `Bearer ${token}` } })).json()) as { items: { name: string; address: string }[] };
+      expect(nodes.items.map((n) => `${n.name}=${n.address}`).sort()).to.deep.equal(['orch-1=10.1.0.1', 'orch-2=10.1.0.22', 'orch-3=10.1.0.3']);
+      expect(await stop(cli)).to.equal(0);
     });
   });
 
