@@ -35,6 +35,30 @@ const ROWS: PermissionRow[] = [
     expect: [401, 204, 403, 204, 404, 204] },
   { name: 'a project that does not exist', method: 'GET', path: '/projects/{newSlug}', expect: [401, 404, 404, 404, 404, 404] },
   { name: 'the default project (nobody is a member)', method: 'GET', path: '/projects/default', expect: [401, 404, 404, 404, 404, 200] },
+
+  // ---- monitoring: nodes:read to see, nodes:write to change, snapshots:write (operators) to push
+  { method: 'GET', path: '/nodes', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'POST', path: '/nodes', body: { name: '{newSlug}', project: '{project}', address: '127.0.0.1' }, expect: [401, 403, 403, 201, 404, 201] },
+  { method: 'POST', path: '/nodes/import?project={project}', body: [{ name: '{newSlug}', ip: '10.0.0.1' }], expect: [401, 403, 403, 200, 404, 200] },
+  { method: 'GET', path: '/nodes/status', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'GET', path: '/nodes/status/summary', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'GET', path: '/nodes/{nodeId}', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'GET', path: '/nodes/{nodeId}/history', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'PATCH', path: '/nodes/{newNodeId}', body: { labels: { zone: 'eu' } }, expect: [401, 403, 403, 200, 404, 200] },
+  { method: 'DELETE', path: '/nodes/{newNodeId}', expect: [401, 403, 403, 204, 404, 204] },
+  { method: 'POST', path: '/nodes/{nodeId}/snapshots', body: { status: 'up' }, expect: [401, 403, 202, 202, 404, 202] },
+  { method: 'GET', path: '/groups', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'POST', path: '/groups', body: { name: 'g', project: '{project}', selector: { labels: {} } }, expect: [401, 403, 403, 201, 404, 201] },
+  { method: 'GET', path: '/groups/{groupId}', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'PATCH', path: '/groups/{newGroupId}', body: { min_online: 2 }, expect: [401, 403, 403, 200, 404, 200] },
+  { method: 'DELETE', path: '/groups/{newGroupId}', expect: [401, 403, 403, 204, 404, 204] },
+  { method: 'GET', path: '/statistics/uptime?node_id={nodeId}', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'GET', path: '/statistics/uptime?group_id={groupId}', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'GET', path: '/statistics/groups', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'GET', path: '/statistics/metrics?metric=load&node_id={nodeId}', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'GET', path: '/alert-channels', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'POST', path: '/alert-channels', body: { project: '{project}', url: 'http://127.0.0.1:9/hook', events: ['node.down'] }, expect: [401, 403, 403, 201, 404, 201] },
+  { method: 'DELETE', path: '/alert-channels/{newChannelId}', expect: [401, 403, 403, 204, 404, 204] },
 ];
 
 describe('API permissions: every endpoint with every role', function () {

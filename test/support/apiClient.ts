@@ -195,9 +195,9 @@ export type PermissionFixture = {
   /** `project`: viewer, operator and projectAdmin are its viewer, operator and admin; `otherProject`: the outsider is its admin. */
   project: string;
   otherProject: string;
-  /** Fixed placeholders: project, otherProject, viewerId, operatorId, projectAdminId, outsiderId, globalAdminId. */
+  /** Fixed placeholders: project, otherProject, viewerId, operatorId, projectAdminId, outsiderId, globalAdminId, nodeId and groupId (in `project`). */
   vars: Record<string, string>;
-  /** Fresh per call: newProject (laid out like `project`), newSlug, newUsername, newUserId. */
+  /** Fresh per call: newProject (laid out like `project`), newSlug, newUsername, newUserId; newNodeId, newGroupId, newChannelId (in `project`). */
   generators: Record<string, () => Promise<string>>;
 };
 
@@ -225,8 +225,15 @@ export const permissionFixture = async (api: TestApi): Promise<PermissionFixture
   const project = await projectWith(projectAdmin, { viewer, operator });
   const otherProject = await projectWith(outsider, {});
   const clients = { anonymous: api.anonymous, viewer: viewer.client, operator: operator.client, projectAdmin: projectAdmin.client, outsider: outsider.client, globalAdmin: globalAdmin.client };
+  const made = async (path: string, body: object) => {
+    const r = await projectAdmin.client.post(path, body);
+    expect(r.status, r.text).to.equal(201);
+    return r.body.id as string;
+  };
+  const newNodeId = () => made('/nodes', { name: unique('node'), project, address: '127.0.0.1', check: { type: 'push', interval_s: 3600 } });
+  const newGroupId = () => made('/groups', { name: 'group', project, min_online: 1, selector: { labels: {} } });
   const vars: Record<string, string> = {
-    project, otherProject,
+    project, otherProject, nodeId: await newNodeId(), groupId: await newGroupId(),
     viewerId: viewer.id, operatorId: operator.id, projectAdminId: projectAdmin.id, outsiderId: outsider.id, globalAdminId: globalAdmin.id,
   };
   const generators: Record<string, () => Promise<string>> = {
@@ -234,6 +241,8 @@ export const permissionFixture = async (api: TestApi): Promise<PermissionFixture
     newSlug: async () => unique('s'),
     newUsername: async () => unique('u'),
     newUserId: async () => (await api.createUser()).id,
+    newNodeId, newGroupId,
+    newChannelId: () => made('/alert-channels', { project, url: 'http://127.0.0.1:9/hook', events: ['node.down'] }),
   };
   return { api, users, clients, project, otherProject, vars, generators };
 };
