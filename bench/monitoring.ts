@@ -321,6 +321,8 @@ const pushFlavour = async (ctx: BenchContext, flavour: string, env: Record<strin
       await hello.stop();
     }
     const lag = await projectionLag(app);
+    // wrk leaves out of `requests` (and of its latency figures) what it gave up on after 2 s: reported beside them.
+    const socketErrors = r.ours.map((x) => x.socketErrors).filter((x): x is string => x !== null);
     const non2xx = r.ours.reduce((a, x) => a + x.non2xx, 0);
     const total = r.ours.reduce((a, x) => a + x.requests, 0);
     // Every 2xx wrk counted must be stored (wrk does not count answers still in flight at its end, so stored ≥ counted).
@@ -347,7 +349,8 @@ const pushFlavour = async (ctx: BenchContext, flavour: string, env: Record<strin
         ...base, metric: `POST /nodes/{one of ${PUSH_NODES}}/snapshots, ${flavour} (wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS}), 2xx snapshots/s`, unit: 'req/s',
         baseline: median(r.baseline.map((x) => x.rps)), ours: median(r.ours.map((x) => x.okRps)), goal: { kind: 'atLeast', ratio: 0.3 },
         rounds: { baseline: r.baseline.map((x) => x.rps), ours: r.ours.map((x) => x.okRps) },
-        note: `${flavour}: wrk Non-2xx ${non2xx} of ${fmt(total)} requests${stored}; projections' lag right after the last round: ${lag}`,
+        note: `${flavour}: wrk Non-2xx ${non2xx} of ${fmt(total)} requests${stored}; projections' lag right after the last round: ${lag}` +
+          `${socketErrors.length > 0 ? `; wrk ${socketErrors.join(' / ')} (timeouts are requests unanswered after 2 s, counted nowhere else)` : ''}`,
       },
       {
         ...base, metric: `the same, p99 latency (wrk --latency), ${flavour}`, unit: 'ms',
