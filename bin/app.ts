@@ -31,7 +31,8 @@ import { createWorkerRegistry, type WorkerRegistry } from '../infra/workers.ts';
 import { identityProjection } from '../projections/identity.ts';
 import { createProjectionRuntime, type ProjectionRuntime } from '../projections/projectionRuntime.ts';
 import { projectsProjection } from '../projections/projects.ts';
-import { monitoringProjection, NODE_LIFECYCLE_EVENT_TYPES } from '../projections/monitoring.ts';
+import { monitoringProjection, NODE_LIFECYCLE_EVENT_TYPES, STATUS_CHANGE_KINDS } from '../projections/monitoring.ts';
+import { filter } from 'rxjs';
 import { nodeCommandRoutes } from '../commands/nodes.ts';
 import { groupCommandRoutes } from '../commands/groups.ts';
 import { alertChannelCommandRoutes } from '../commands/alertChannels.ts';
@@ -267,8 +268,11 @@ export const monitoringRoutes: RouteInstaller = {
     });
     const lock = (name: string) => () => ctx.kernel.database.tryAdvisoryLock(`opsledger:worker:${name}`);
     ctx.workers.register(asLeader(poller, { tryLock: lock(poller.name), logger: ctx.logger }));
-    // Deliveries are claimed row by row (SKIP LOCKED): every instance may help.
-    ctx.workers.register(createAlertNotifier({ db, vault: ctx.vault, wakeups: runtime.changes$, logger: ctx.logger }));
+    // Deliveries are claimed row by row (SKIP LOCKED): every instance may help. It wakes for
+    // status changes only (the only changes that queue alerts): waking for every change
+    // would keep claiming without pause under a stream of snapshots.
+    const wakeups = runtime.changes$.pipe(filter((c) => STATUS_CHANGE_KINDS.includes(c.kind)));
+    ctx.workers.register(createAlertNotifier({ db, vault: ctx.vault, wakeups, logger: ctx.logger }));
   },
 };
 

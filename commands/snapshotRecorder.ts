@@ -1,8 +1,11 @@
 // Group commit for snapshots: each is one small event on its node's own hot stream, and
 // a commit (a disk flush) per snapshot would cap the service at the disk's flush rate.
 // While one batch is being written, newly arriving snapshots wait and go together in the
-// next (one `appendMany`, one transaction). A lone snapshot is written at once: the batch
-// grows only under load, so latency stays that of a single append when idle.
+// next (one `appendMany`, one transaction). The first write waits only for the current
+// turn of the event loop (setImmediate): requests already read from their sockets join
+// it. That matters most on embedded PGlite, whose queries run on the event loop's own
+// thread: without the pause every request would get a commit (and a projection batch) of
+// its own. An idle snapshot waits well under a millisecond.
 import type { AppendResult, EventStore, NewEvent } from '../infra/eventStore/eventStore.ts';
 
 type Pending = { stream: string; events: NewEvent[]; resolve(r: AppendResult): void; reject(err: unknown): void };
@@ -48,10 +51,16 @@ export const createSnapshotRecorder = (store: Pick<EventStore, 'appendMany'>, op
     }
   };
 
+  let scheduled = false;
   const kick = () => {
-    writing ??= writeAll().finally(() => {
-      writing = null;
-      if (queue.length > 0) kick();
+    if (writing || scheduled) return;
+    scheduled = true;
+    setImmediate(() => {
+      scheduled = false;
+      writing = writeAll().finally(() => {
+        writing = null;
+        if (queue.length > 0) kick();
+      });
     });
   };
 
@@ -63,7 +72,7 @@ export const createSnapshotRecorder = (store: Pick<EventStore, 'appendMany'>, op
       });
     },
     async flush() {
-      while (writing) await writing;
+      while (writing || scheduled) await (writing ?? new Promise((resolve) => setImmediate(resolve)));
     },
     stats: () => ({ appended, batches }),
   };

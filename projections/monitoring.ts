@@ -23,6 +23,9 @@ export const MONITORING_EVENT_TYPES: MonitoringEvent['type'][] = [
   ...NODE_LIFECYCLE_EVENT_TYPES, 'SnapshotRecorded', 'GroupCreated', 'GroupUpdated', 'GroupDeleted', 'AlertChannelCreated', 'AlertChannelDeleted',
 ];
 
+/** The change kinds that may have queued alerts (what the alert notifier wakes up for). */
+export const STATUS_CHANGE_KINDS: readonly string[] = ['NodeStatusChanged', 'GroupStatusChanged'];
+
 /** Outbox rows are made only for changes this recent: a rebuild must not re-send old alerts. */
 const ALERT_HORIZON_MS = 60 * 60 * 1000;
 /** Fallback for a check without an interval (commands always set one). */
