@@ -235,13 +235,9 @@ export const monitoringRoutes: RouteInstaller = {
     });
     monitoringStatsRoutes(ctx.routes, { db });
     const recorder = createSnapshotRecorder(ctx.commandKit.store);
-    const refOf = async (id: string) => {
-      const r = await reads.ref(id);
-      return r ? { ...r } : null;
-    };
     nodeCommandRoutes(ctx.routes, {
       ...ctx.commandKit, recorder, defaultIntervalS: ctx.config.pollIntervalSeconds,
-      views: { ref: refOf, node: reads.node, projectExists: reads.projectExists, schemas: { Node: NodeView } },
+      views: { ref: reads.ref, node: reads.node, projectExists: reads.projectExists, schemas: { Node: NodeView } },
     });
     groupCommandRoutes(ctx.routes, { ...ctx.commandKit, minOnlineDefault: ctx.config.minOnlineDefault, views: { group: reads.group, projectExists: reads.projectExists, schemas: { Group: GroupView } } });
     alertChannelCommandRoutes(ctx.routes, { ...ctx.commandKit, vault: ctx.vault, views: { channel: reads.channel, projectExists: reads.projectExists, schemas: { AlertChannel: AlertChannelView } } });
@@ -263,7 +259,7 @@ export const monitoringRoutes: RouteInstaller = {
         }));
       },
       record: async (nodeId, snapshot) => {
-        await recordSnapshot({ recorder }, await refOf(nodeId), nodeId, snapshot, { actor: monitorActor, now: snapshot.observedAt });
+        await recordSnapshot({ recorder }, await reads.ref(nodeId), nodeId, snapshot, { actor: monitorActor, now: snapshot.observedAt });
       },
     });
     const lock = (name: string) => () => ctx.kernel.database.tryAdvisoryLock(`opsledger:worker:${name}`);

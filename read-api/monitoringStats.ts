@@ -77,7 +77,7 @@ export const monitoringStatsRoutes = (routes: Routes, deps: { db: Kysely<Tables>
     if (!n || !readable(principal, n.project)) throw new AppError('NODE_NOT_FOUND', `node ${id} not found`);
   };
   const visibleGroup = async (principal: Principal, id: string) => {
-    const g = await db.selectFrom('node_groups').select(['id', 'name', 'project']).where('id', '=', id).where('deleted', '=', false).executeTakeFirst();
+    const g = await db.selectFrom('node_groups').select(['id', 'name', 'project', 'total']).where('id', '=', id).where('deleted', '=', false).executeTakeFirst();
     if (!g || !readable(principal, g.project)) throw new AppError('GROUP_NOT_FOUND', `group ${id} not found`);
     return g;
   };
@@ -106,10 +106,10 @@ export const monitoringStatsRoutes = (routes: Routes, deps: { db: Kysely<Tables>
       return;
     }
     if (query.group_id) {
-      await visibleGroup(principal, query.group_id);
+      const g = await visibleGroup(principal, query.group_id);
       const { before, changes } = await groupTimeline(db, query.group_id, aligned.from, aligned.to);
       const tt = timelineTotals(before, changes, aligned.from, Math.min(aligned.to, t));
-      res.json({ ...base, nodes: 0, ...tt, unknown_ms: aligned.to - aligned.from - tt.up_ms - tt.down_ms });
+      res.json({ ...base, nodes: g.total, ...tt, unknown_ms: aligned.to - aligned.from - tt.up_ms - tt.down_ms });
       return;
     }
     const projects = visibleProjectFilter(principal, query.project);
@@ -131,7 +131,10 @@ export const monitoringStatsRoutes = (routes: Routes, deps: { db: Kysely<Tables>
     const size = STAT_BUCKETS[query.bucket].ms;
     const starts = bucketStarts(from, to, size);
     let groups;
-    if (query.group_id) groups = [await visibleGroup(principal, query.group_id)];
+    if (query.group_id) {
+      const { id, name, project } = await visibleGroup(principal, query.group_id);
+      groups = [{ id, name, project }];
+    }
     else {
       const projects = visibleProjectFilter(principal, query.project);
       let q = db.selectFrom('node_groups').select(['id', 'name', 'project']).where('deleted', '=', false).orderBy('project').orderBy('name').limit(100);
