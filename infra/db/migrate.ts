@@ -9,6 +9,7 @@ import * as m0004 from './migrations/0004_vault.ts';
 import * as m0005 from './migrations/0005_identity.ts';
 import * as m0006 from './migrations/0006_monitoring.ts';
 import * as m0007 from './migrations/0007_appendMany.ts';
+import * as m0008 from './migrations/0008_jobs.ts';
 
 const migrations: Record<string, Migration> = {
   '0001_eventStore': m0001,
@@ -18,6 +19,7 @@ const migrations: Record<string, Migration> = {
   '0005_identity': m0005,
   '0006_monitoring': m0006,
   '0007_appendMany': m0007,
+  '0008_jobs': m0008,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

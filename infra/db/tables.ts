@@ -245,6 +245,105 @@ export interface AlertDeliveriesTable {
   delivered_at: Timestamp | null;
 }
 
+// ---- jobs (projections/jobs.ts; output and leases: workers/jobRunner.ts) ----
+
+export interface SystemsTable {
+  id: string;
+  project: string;
+  name: string;
+  hostname: string;
+  port: number;
+  system_type: string;
+  username: string;
+  auth_kind: string;
+  credential_ref: string;
+  description: string | null;
+  labels: Json;
+  is_active: boolean;
+  health_status: Generated<string>;
+  last_health_check: Timestamp | null;
+  response_time_ms: number | null;
+  last_error: string | null;
+  host_key_fingerprint: string | null;
+  deleted: Generated<boolean>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  revision: Int8;
+}
+
+export interface JobsTable {
+  id: string;
+  project: string;
+  name: string;
+  command: string;
+  status: string;
+  schedule_at: Timestamp | null;
+  timeout_seconds: number;
+  max_parallel: number | null;
+  created_by: string | null;
+  template_id: string | null;
+  params: Json | null;
+  queued_behind: string | null;
+  cancelled: Generated<boolean>;
+  total: number;
+  created_at: Timestamp;
+  started_at: Timestamp | null;
+  finished_at: Timestamp | null;
+  revision: Int8;
+}
+
+export interface JobExecutionsTable {
+  id: string;
+  job_id: string;
+  project: string;
+  system_id: string;
+  system_name: string;
+  status: string;
+  started_at: Timestamp | null;
+  completed_at: Timestamp | null;
+  exit_code: number | null;
+  error_message: string | null;
+  duration_seconds: number | null;
+  stdout_bytes: Generated<Int8>;
+  stderr_bytes: Generated<Int8>;
+  stdout_truncated: Generated<boolean>;
+  stderr_truncated: Generated<boolean>;
+  ord: number;
+}
+
+export interface JobTemplatesTable {
+  id: string;
+  project: string;
+  name: string;
+  command: string;
+  parameters: Json;
+  targets: Json;
+  cron: string | null;
+  timezone: string;
+  overlap: string;
+  timeout_seconds: number;
+  max_parallel: number | null;
+  deleted: Generated<boolean>;
+  last_run_at: Timestamp | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  revision: Int8;
+}
+
+export interface ExecutionOutputTable {
+  execution_id: string;
+  stream: string;
+  seq: number;
+  data: string;
+}
+
+export interface ExecutionLeasesTable {
+  execution_id: string;
+  job_id: string;
+  owner: string;
+  heartbeat_at: Timestamp;
+}
+
 export interface Tables {
   events: EventsTable;
   projection_checkpoints: ProjectionCheckpointsTable;
@@ -265,4 +364,10 @@ export interface Tables {
   group_status_changes: GroupStatusChangesTable;
   alert_channels: AlertChannelsTable;
   alert_deliveries: AlertDeliveriesTable;
+  systems: SystemsTable;
+  jobs: JobsTable;
+  job_executions: JobExecutionsTable;
+  job_templates: JobTemplatesTable;
+  execution_output: ExecutionOutputTable;
+  execution_leases: ExecutionLeasesTable;
 }
