@@ -304,8 +304,8 @@ export interface JobExecutionsTable {
   exit_code: number | null;
   error_message: string | null;
   duration_seconds: number | null;
-  stdout_bytes: Generated<Int8>;
-  stderr_bytes: Generated<Int8>;
+  stdout_bytes: ColumnType<string, string | number | undefined, string | number>;
+  stderr_bytes: ColumnType<string, string | number | undefined, string | number>;
   stdout_truncated: Generated<boolean>;
   stderr_truncated: Generated<boolean>;
   ord: number;
