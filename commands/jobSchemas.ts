@@ -57,5 +57,5 @@ export const jobEventSchemas: EventSchemas = {
   TemplateCreated: z.object({ templateId: Uuid, project: Slug, ...TemplateFields }).strict(),
   TemplateUpdated: z.object({ templateId: Uuid, ...optional(TemplateFields) }).strict(),
   TemplateDeleted: z.object({ templateId: Uuid, project: Slug }).strict(),
-  TemplateRunSkipped: z.object({ templateId: Uuid, dueAt: Iso, runningJobId: Uuid }).strict(),
+  TemplateRunSkipped: z.object({ templateId: Uuid, dueAt: Iso, reason: z.string().min(1).max(500) }).strict(),
 };

@@ -2,7 +2,6 @@
 // origin's nodes.json form, and record-snapshot (push). A node's id is derived from its
 // project and lower-cased name (nodeIdFor), so a name is unique in its project by
 // construction and an import can upsert by name without a lookup table.
-import { createHash } from 'node:crypto';
 import type { Response } from 'express';
 import { z } from 'zod';
 import { DomainError } from '../domain/domainError.ts';
@@ -17,6 +16,7 @@ import type { ProjectPermission } from '../infra/auth/permissions.ts';
 import type { Principal } from '../infra/auth/principal.ts';
 import type { AppendResult } from '../infra/eventStore/eventStore.ts';
 import { formatPosition } from '../infra/eventStore/position.ts';
+import { nameUuid } from '../infra/ids.ts';
 import { setEtag, withIfMatch } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid, ValidationError } from '../infra/http/validate.ts';
@@ -42,17 +42,8 @@ export type NodeViews = {
 
 export type NodeCommandDeps = CommandKit & { views: NodeViews; recorder: SnapshotRecorder; defaultIntervalS: number };
 
-// A fixed namespace for name-based (version 5 style) node ids.
-const NODE_ID_NAMESPACE = Buffer.from('0b5c6f2e8d7a4e1b9c3f5a7d2e4b6c8a', 'hex');
-
 /** The node id of `name` in `project`: stable, and the same for `Web-1` and `web-1`. */
-export const nodeIdFor = (project: string, name: string): string => {
-  const h = createHash('sha1').update(NODE_ID_NAMESPACE).update(`${project}/${name.toLowerCase()}`).digest();
-  h[6] = (h[6]! & 0x0f) | 0x50;
-  h[8] = (h[8]! & 0x3f) | 0x80;
-  const hex = h.subarray(0, 16).toString('hex');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-};
+export const nodeIdFor = (project: string, name: string): string => nameUuid('0b5c6f2e8d7a4e1b9c3f5a7d2e4b6c8a', `${project}/${name.toLowerCase()}`);
 
 export const DEFAULT_CHECK_TIMEOUT_MS = 5000;
 

@@ -233,8 +233,8 @@ export type TemplateFields = {
 export type TemplateCreated = { type: 'TemplateCreated'; data: { templateId: string } & TemplateFields };
 export type TemplateUpdated = { type: 'TemplateUpdated'; data: { templateId: string } & Partial<Omit<TemplateFields, 'project'>> };
 export type TemplateDeleted = { type: 'TemplateDeleted'; data: { templateId: string; project: string } };
-/** A scheduled run that the overlap policy `skip` did not start. */
-export type TemplateRunSkipped = { type: 'TemplateRunSkipped'; data: { templateId: string; dueAt: string; runningJobId: string } };
+/** A scheduled run that did not start: the overlap policy `skip` with a run still going, or no target left. */
+export type TemplateRunSkipped = { type: 'TemplateRunSkipped'; data: { templateId: string; dueAt: string; reason: string } };
 export type TemplateEvent = TemplateCreated | TemplateUpdated | TemplateDeleted | TemplateRunSkipped;
 
 export type TemplateCommand =
