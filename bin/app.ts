@@ -32,7 +32,7 @@ import { identityProjection } from '../projections/identity.ts';
 import { createProjectionRuntime, type ProjectionRuntime } from '../projections/projectionRuntime.ts';
 import { projectsProjection } from '../projections/projects.ts';
 import { monitoringProjection, NODE_LIFECYCLE_EVENT_TYPES, STATUS_CHANGE_KINDS } from '../projections/monitoring.ts';
-import { filter } from 'rxjs';
+import { filter, map, merge, Subject } from 'rxjs';
 import { nodeCommandRoutes } from '../commands/nodes.ts';
 import { groupCommandRoutes } from '../commands/groups.ts';
 import { alertChannelCommandRoutes } from '../commands/alertChannels.ts';
@@ -44,6 +44,18 @@ import { createAlertNotifier } from '../workers/alertNotifier.ts';
 import { asLeader } from '../infra/leaderWorker.ts';
 import type { Check } from '../domain/monitoring.ts';
 import { recordSnapshot } from '../commands/nodes.ts';
+import { jobsProjection } from '../projections/jobs.ts';
+import { jobCommandRoutes, jobCommandRunner } from '../commands/jobs.ts';
+import { systemCommandRoutes, systemCommandRunner, type SystemRow, type SystemTestOutcome } from '../commands/systems.ts';
+import { jobTemplateCommandRoutes, runTemplate, templateCommandRunner } from '../commands/jobTemplates.ts';
+import { jobReadRoutes } from '../read-api/jobs.ts';
+import { createSshPool, type SshCredentials } from '../infra/ssh/sshPool.ts';
+import { createJobRunner } from '../workers/jobRunner.ts';
+import { createJobScheduler } from '../workers/jobScheduler.ts';
+import { nameUuid } from '../infra/ids.ts';
+import { START } from '../infra/eventStore/position.ts';
+import type { Change } from '../projections/projector.ts';
+import { jobDecider, systemDecider, templateDecider } from '../domain/jobs.ts';
 import { streamCatalogProjection } from '../projections/streamCatalog.ts';
 import { healthRouter } from '../read-api/health.ts';
 import { CreatedTokenView, identityReadRoutes, MeView, UserView } from '../read-api/identity.ts';
@@ -62,7 +74,7 @@ export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json'
 
 export const API_BASE = '/api/v1';
 
-export const projectors = [streamCatalogProjection, identityProjection, projectsProjection, monitoringProjection];
+export const projectors = [streamCatalogProjection, identityProjection, projectsProjection, monitoringProjection, jobsProjection];
 
 /** The project events that change who belongs where (a principal's memberships): a project's other edits leave credentials alone. */
 const MEMBERSHIP_EVENT_TYPES = ['ProjectCreated', 'ProjectDeleted', 'MemberSet', 'MemberRemoved'] as const satisfies readonly ProjectEvent['type'][];
@@ -173,6 +185,8 @@ export type ApiContext = {
   options: ServerOptions;
   /** The service's workers: register yours here; they start once the API listens and stop after it drained. */
   workers: WorkerRegistry;
+  /** Live changes that are not read-model changes (job output): they go out over Socket.IO with the projections' own. */
+  liveChanges: Subject<Change>;
   /** Runs once the HTTP server listens (e.g. to attach Socket.IO to it). */
   onListening(hook: (server: Server) => void | Promise<void>): void;
   /** Runs on shutdown after the server stopped taking requests, before the kernel closes (in reverse order). */
@@ -223,6 +237,9 @@ const nodeFold: StreamFold = (events) => {
   if (snapshots.length === 0) return foldWith(nodeDecider)(events);
   return { snapshots: snapshots.length, last: snapshots.at(-1)!.data };
 };
+
+/** `job-<id>` and `job-template-<id>` share the category `job`: the events say which decider folds them. */
+const jobFold: StreamFold = (events) => (events[0]?.type.startsWith('Template') ? foldWith(templateDecider) : foldWith(jobDecider))(events);
 
 /** Monitoring (SPEC §5): nodes, snapshots, groups, statistics, alert channels; the poller and the alert notifier. */
 export const monitoringRoutes: RouteInstaller = {
@@ -283,6 +300,7 @@ export const auditAndStreamRoutes: RouteInstaller = {
       folds: {
         user: foldWith(identityDecider), project: foldWith(projectDecider), username: foldWith(usernameDecider),
         node: nodeFold, group: foldWith(groupDecider), alert: foldWith(alertChannelDecider),
+        system: foldWith(systemDecider), job: jobFold,
       },
     });
   },
@@ -295,7 +313,7 @@ export const liveUpdates: RouteInstaller = {
     ctx.onListening(async (server) => {
       const live = await attachLiveGateway({
         httpServer: server,
-        changes$: ctx.kernel.runtime.changes$,
+        changes$: merge(ctx.kernel.runtime.changes$, ctx.liveChanges),
         resolvePrincipal: (token) => ctx.authenticator.resolvePrincipal(token),
         ...(ctx.config.redisUrl ? { redisUrl: ctx.config.redisUrl } : {}),
         logger: ctx.logger,
@@ -305,8 +323,100 @@ export const liveUpdates: RouteInstaller = {
   },
 };
 
+const JOB_ID_NAMESPACE = '5d0f3a6e-1c2b-4e7a-9f8d-3b6c2a1e0f47';
+
+/** Jobs over SSH (SPEC §6): systems, jobs, templates, the dashboard; the runner and the scheduler. */
+export const jobRoutes: RouteInstaller = {
+  name: 'jobs',
+  install(ctx) {
+    const db = ctx.kernel.database.db;
+    const { config, logger } = ctx;
+    const ssh = createSshPool({ maxSessionsPerHost: config.maxSessionsPerHost, logger });
+    const runSystem = systemCommandRunner(ctx.commandKit.store);
+    const runJob = jobCommandRunner(ctx.commandKit.store);
+    const monitor = { actor: { user_id: null, username: 'job-engine', token_id: null } };
+    const credentials = async (ref: string): Promise<SshCredentials | null> => {
+      const text = await ctx.vault.getText(ref);
+      return text === null ? null : (JSON.parse(text) as SshCredentials);
+    };
+    const targetOf = async (row: SystemRow) => {
+      const creds = await credentials(row.credential_ref);
+      if (!creds) return null;
+      return { host: row.hostname, port: row.port, username: row.username, credentials: creds, hostKeyFingerprint: row.host_key_fingerprint };
+    };
+    const refused = (err: unknown) => ['JOB_CANCELLED', 'EXECUTION_NOT_PENDING', 'JOB_NOT_FOUND', 'EXECUTION_NOT_FOUND'].includes((err as { code?: string }).code ?? '');
+    const runner = createJobRunner({
+      db, ssh, credentials, logger, exclusive: ctx.kernel.database.kind === 'pglite',
+      maxConcurrency: config.jobMaxConcurrency, maxOutputBytes: config.maxOutputBytes,
+      ...(ctx.options.jobs?.leaseTtlMs ? { leaseTtlMs: ctx.options.jobs.leaseTtlMs } : {}),
+      ...(ctx.options.jobs?.heartbeatMs ? { heartbeatMs: ctx.options.jobs.heartbeatMs } : {}),
+      start: async (jobId, executionId, owner) => {
+        try {
+          await runJob(jobId, { type: 'StartExecution', data: { jobId, executionId, startedAt: new Date().toISOString(), runner: owner } }, monitor);
+          return true;
+        } catch (err) {
+          if (refused(err)) return false;
+          throw err;
+        }
+      },
+      finish: async (data) => void (await runJob(data.jobId, { type: 'FinishExecution', data }, monitor)),
+      pinHostKey: async (systemId, fingerprint) => void (await runSystem(systemId, { type: 'PinHostKey', data: { systemId, fingerprint } }, monitor)),
+      output: (o) => ctx.liveChanges.next({
+        projection: 'job-runner', topic: 'jobs', kind: 'ExecutionOutput', id: o.jobId, project: o.project, position: START,
+        at: new Date().toISOString(), data: { execution_id: o.executionId, stream: o.stream, text: o.text },
+      }),
+      cancellations: ctx.kernel.runtime.changes$.pipe(filter((c) => c.kind === 'JobCancelled'), map((c) => c.id)),
+      wakeups: ctx.kernel.runtime.changes$.pipe(filter((c) => c.kind === 'JobCreated' || c.kind === 'ExecutionFinished')),
+    });
+    const reads = jobReadRoutes(ctx.routes, { db, engine: () => runner.engine() });
+    const kit = { ...ctx.commandKit };
+    systemCommandRoutes(ctx.routes, {
+      ...kit, vault: ctx.vault, views: reads,
+      testSystem: async (row): Promise<SystemTestOutcome> => {
+        const target = await targetOf(row);
+        if (!target) return { success: false, error: 'the credentials are missing from the vault', code: 'CREDENTIALS_MISSING', hostKeyFingerprint: null };
+        try {
+          return { success: true, ...(await ssh.test(target)) };
+        } catch (err) {
+          const e = err as { code?: string; message: string; seen?: string };
+          return { success: false, error: e.message, code: e.code ?? 'SSH_ERROR', hostKeyFingerprint: e.seen ?? null };
+        }
+      },
+    });
+    jobCommandRoutes(ctx.routes, { ...kit, views: reads });
+    jobTemplateCommandRoutes(ctx.routes, { ...kit, views: reads, jobViews: reads });
+
+    const runTemplateAt = async (templateId: string, dueAt: string, queuedBehind: string | null) => {
+      const found = await reads.template(templateId);
+      if (!found) return;
+      try {
+        await runTemplate({ store: ctx.commandKit.store, jobViews: reads }, found.row,
+          { params: {}, scheduleAt: dueAt, createdBy: null, jobId: nameUuid(JOB_ID_NAMESPACE, `${templateId}/${dueAt}`), queuedBehind },
+          { ...monitor, project: found.project });
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'JOB_EXISTS') throw err;
+      }
+    };
+    const runTemplateStream = templateCommandRunner(ctx.commandKit.store);
+    const scheduler = createJobScheduler({
+      db, logger, run: runTemplateAt,
+      ...(ctx.options.jobs?.schedulerTickMs ? { tickMs: ctx.options.jobs.schedulerTickMs } : {}),
+      skip: async (templateId, dueAt, reason) => void (await runTemplateStream(templateId, { type: 'SkipTemplateRun', data: { templateId, dueAt, reason } }, monitor)),
+    });
+    const lock = (name: string) => () => ctx.kernel.database.tryAdvisoryLock(`opsledger:worker:${name}`);
+    // The SSH pool closes after the runner has killed and recorded what still ran.
+    ctx.workers.register(asLeader({
+      name: runner.name,
+      start: () => runner.start(),
+      async stop() { await runner.stop(); await ssh.close(); },
+      details: () => runner.details?.() ?? {},
+    }, { tryLock: lock(runner.name), logger }));
+    ctx.workers.register(asLeader(scheduler, { tryLock: lock(scheduler.name), logger }));
+  },
+};
+
 /** The modules' routes, in mounting order. Later modules append theirs here. */
-export const routeInstallers: RouteInstaller[] = [identityRoutes, projectRoutes, monitoringRoutes, auditAndStreamRoutes, liveUpdates];
+export const routeInstallers: RouteInstaller[] = [identityRoutes, projectRoutes, monitoringRoutes, jobRoutes, auditAndStreamRoutes, liveUpdates];
 
 export type ServerOptions = KernelOptions & {
   /** Where the first start prints the generated admin password (default: stdout, never the logger). */
@@ -315,6 +425,8 @@ export type ServerOptions = KernelOptions & {
   loginLimits?: LoginLimits;
   /** Installers run after `routeInstallers`. */
   extraRoutes?: readonly RouteInstaller[];
+  /** Job engine timings (tests shorten them). */
+  jobs?: { schedulerTickMs?: number; leaseTtlMs?: number; heartbeatMs?: number };
 };
 
 export type RunningServer = { server: Server; url: string; kernel: Kernel; close(): Promise<void> };
@@ -420,7 +532,7 @@ export const startServer = async (config: Config, logger: Logger, opts: ServerOp
     const ctx: ApiContext = {
       config, logger, kernel, vault, secretKeys, authenticator, limiter: rateLimiter,
       commandKit: { store: withAppendMetrics(kernel.store, metrics), whenCaughtUp: kernel.runtime.whenCaughtUp, logger },
-      app, router, routes, registry, options: opts, workers,
+      app, router, routes, registry, options: opts, workers, liveChanges: new Subject<Change>(),
       onListening: (hook) => void listeningHooks.push(hook),
       onClose: (hook) => void closeHooks.push(hook),
     };

@@ -108,8 +108,8 @@ const toStatusView = (v: NodeView) => ({
 });
 
 /** `key=value` (or `key:value`) label filters. */
-const LabelFilter = z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}[=:].{0,200}$/, 'must be key=value');
-const parseLabels = (raw: string | string[] | undefined): Record<string, string> => {
+export const LabelFilter = z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}[=:].{0,200}$/, 'must be key=value');
+export const parseLabels = (raw: string | string[] | undefined): Record<string, string> => {
   const list = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
   return Object.fromEntries(list.map((l) => {
     const i = l.search(/[=:]/);

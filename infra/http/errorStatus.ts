@@ -32,6 +32,17 @@ export const ERROR_STATUS: Readonly<Record<string, number>> = {
   NODE_DECOMMISSIONED: 409,
   GROUP_EXISTS: 409,
   ALERT_CHANNEL_EXISTS: 409,
+  SYSTEM_NOT_FOUND: 404,
+  JOB_NOT_FOUND: 404,
+  TEMPLATE_NOT_FOUND: 404,
+  EXECUTION_NOT_FOUND: 404,
+  SYSTEM_EXISTS: 409,
+  JOB_EXISTS: 409,
+  TEMPLATE_EXISTS: 409,
+  JOB_FINISHED: 409,
+  JOB_CANCELLED: 409,
+  EXECUTION_NOT_PENDING: 409,
+  NO_TARGETS: 400,
   PRECONDITION_FAILED: 412,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
@@ -41,6 +52,12 @@ export const ERROR_STATUS: Readonly<Record<string, number>> = {
   VAULT_DECRYPT_FAILED: 500,
   TIMEOUT: 503,
   UNAVAILABLE: 503,
+  // SSH to a managed system (infra/ssh): the remote side failed, not the API request.
+  HOST_KEY_MISMATCH: 409,
+  SSH_AUTH_FAILED: 502,
+  SSH_UNREACHABLE: 502,
+  SSH_ERROR: 502,
+  SSH_CONNECT_TIMEOUT: 504,
 };
 
 export const statusOf = (code: string, fallback = 400): number => ERROR_STATUS[code] ?? fallback;
