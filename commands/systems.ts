@@ -3,7 +3,8 @@
 // response or log line ever holds them, and deleting the system deletes them.
 import { randomUUID } from 'node:crypto';
 import type { Response } from 'express';
-import { utils as sshUtils } from 'ssh2';
+// ssh2 is CommonJS: Node's ESM loader sees only its default export.
+import ssh2 from 'ssh2';
 import { z } from 'zod';
 import { DomainError } from '../domain/domainError.ts';
 import { DEFAULT_PROJECT } from '../domain/projects.ts';
@@ -83,7 +84,7 @@ const TestResult = z.union([
 /** A private key must parse (and decrypt with its passphrase) now, not at the first job. */
 const checkKey = (auth: Auth, at: string) => {
   if (!('private_key' in auth)) return;
-  const parsed = sshUtils.parseKey(auth.private_key, auth.passphrase);
+  const parsed = ssh2.utils.parseKey(auth.private_key, auth.passphrase);
   if (parsed instanceof Error) {
     const msg = /passphrase|encrypt|decrypt/i.test(parsed.message)
       ? 'the private key is encrypted: the passphrase is missing or wrong' : 'is not a private key in a format SSH understands (OpenSSH, PEM)';

@@ -38,7 +38,8 @@ describe('jobs API', function () {
   const finished = (id: string, timeoutMs = 30_000) =>
     waitFor(async () => { const j = await job(id); return ['completed', 'failed', 'cancelled'].includes(j.status) ? j : null; }, `job ${id} to end`, timeoutMs);
   const marker = () => `opl-${randomBytes(6).toString('hex')}`;
-  const remoteAlive = async (m: string) => (await ssh.run(`pgrep -f ${m}`)).code === 0;
+  // `[o]` keeps pgrep from matching the shell that runs it (its command line holds the pattern).
+  const remoteAlive = async (m: string) => (await ssh.run(`pgrep -f '[${m[0]}]${m.slice(1)}'`)).code === 0;
 
   before(async () => {
     ssh = await startSshServer();
