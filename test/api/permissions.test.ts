@@ -59,6 +59,27 @@ const ROWS: PermissionRow[] = [
   { method: 'GET', path: '/alert-channels', expect: [401, 200, 200, 200, 200, 200] },
   { method: 'POST', path: '/alert-channels', body: { project: '{project}', url: 'http://127.0.0.1:9/hook', events: ['node.down'] }, expect: [401, 403, 403, 201, 404, 201] },
   { method: 'DELETE', path: '/alert-channels/{newChannelId}', expect: [401, 403, 403, 204, 404, 204] },
+
+  // ---- jobs: systems are project admins' (systems:write); operators run jobs and templates (jobs:run)
+  { method: 'GET', path: '/systems', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'POST', path: '/systems', body: { name: 'h', project: '{project}', hostname: '127.0.0.1', port: 1, username: 'u', auth: { password: 'p' } },
+    expect: [401, 403, 403, 201, 404, 201] },
+  { method: 'GET', path: '/systems/{systemId}', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'PATCH', path: '/systems/{newSystemId}', body: { description: 'rack 4' }, expect: [401, 403, 403, 200, 404, 200] },
+  { method: 'DELETE', path: '/systems/{newSystemId}', expect: [401, 403, 403, 204, 404, 204] },
+  { method: 'POST', path: '/systems/{systemId}/test', expect: [401, 403, 403, 200, 404, 200] },
+  { method: 'DELETE', path: '/systems/{newSystemId}/host-key', expect: [401, 403, 403, 200, 404, 200] },
+  { method: 'GET', path: '/jobs', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'POST', path: '/jobs', body: { command: 'true', project: '{project}', system_ids: ['{systemId}'], schedule_at: '{later}' }, expect: [401, 403, 201, 201, 404, 201] },
+  { method: 'GET', path: '/jobs/{jobId}', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'POST', path: '/jobs/{newJobId}/cancel', expect: [401, 403, 200, 200, 404, 200] },
+  { method: 'GET', path: '/job-templates', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'POST', path: '/job-templates', body: { name: 't', project: '{project}', command: 'true', system_ids: ['{systemId}'] }, expect: [401, 403, 201, 201, 404, 201] },
+  { method: 'GET', path: '/job-templates/{templateId}', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'PATCH', path: '/job-templates/{newTemplateId}', body: { name: 'renamed' }, expect: [401, 403, 200, 200, 404, 200] },
+  { method: 'DELETE', path: '/job-templates/{newTemplateId}', expect: [401, 403, 204, 204, 404, 204] },
+  { method: 'POST', path: '/job-templates/{templateId}/run', body: { schedule_at: '{later}' }, expect: [401, 403, 201, 201, 404, 201] },
+  { method: 'GET', path: '/dashboard', expect: [401, 200, 200, 200, 200, 200] },
 ];
 
 describe('API permissions: every endpoint with every role', function () {

@@ -195,9 +195,9 @@ export type PermissionFixture = {
   /** `project`: viewer, operator and projectAdmin are its viewer, operator and admin; `otherProject`: the outsider is its admin. */
   project: string;
   otherProject: string;
-  /** Fixed placeholders: project, otherProject, viewerId, operatorId, projectAdminId, outsiderId, globalAdminId, nodeId and groupId (in `project`). */
+  /** Fixed placeholders: project, otherProject, viewerId, operatorId, projectAdminId, outsiderId, globalAdminId, nodeId, groupId, systemId, jobId, templateId (in `project`), later (a time far ahead). */
   vars: Record<string, string>;
-  /** Fresh per call: newProject (laid out like `project`), newSlug, newUsername, newUserId; newNodeId, newGroupId, newChannelId (in `project`). */
+  /** Fresh per call: newProject (laid out like `project`), newSlug, newUsername, newUserId; newNodeId, newGroupId, newChannelId, newSystemId, newJobId, newTemplateId (in `project`). */
   generators: Record<string, () => Promise<string>>;
 };
 
@@ -232,8 +232,15 @@ export const permissionFixture = async (api: TestApi): Promise<PermissionFixture
   };
   const newNodeId = () => made('/nodes', { name: unique('node'), project, address: '127.0.0.1', check: { type: 'push', interval_s: 3600 } });
   const newGroupId = () => made('/groups', { name: 'group', project, min_online: 1, selector: { labels: {} } });
+  // Port 1 answers nothing: a system that never runs anything; jobs far in the future stay pending.
+  const newSystemId = () => made('/systems', { name: 'host', project, hostname: '127.0.0.1', port: 1, username: 'u', auth: { password: 'p' } });
+  const systemId = await newSystemId();
+  const LATER = '2999-01-01T00:00:00Z';
+  const newJobId = () => made('/jobs', { command: 'true', project, system_ids: [systemId], schedule_at: LATER });
+  const newTemplateId = () => made('/job-templates', { name: 'tpl', project, command: 'true', system_ids: [systemId] });
   const vars: Record<string, string> = {
     project, otherProject, nodeId: await newNodeId(), groupId: await newGroupId(),
+    systemId, jobId: await newJobId(), templateId: await newTemplateId(), later: LATER,
     viewerId: viewer.id, operatorId: operator.id, projectAdminId: projectAdmin.id, outsiderId: outsider.id, globalAdminId: globalAdmin.id,
   };
   const generators: Record<string, () => Promise<string>> = {
@@ -241,7 +248,7 @@ export const permissionFixture = async (api: TestApi): Promise<PermissionFixture
     newSlug: async () => unique('s'),
     newUsername: async () => unique('u'),
     newUserId: async () => (await api.createUser()).id,
-    newNodeId, newGroupId,
+    newNodeId, newGroupId, newSystemId, newJobId, newTemplateId,
     newChannelId: () => made('/alert-channels', { project, url: 'http://127.0.0.1:9/hook', events: ['node.down'] }),
   };
   return { api, users, clients, project, otherProject, vars, generators };
