@@ -349,7 +349,7 @@ describe('bin/cli.ts (end to end)', function () {
       const { code, stdout, stderr } = await runToEnd(['replay', '--projection', 'nope'], env);
       expect(code).to.equal(1);
       expect(stdout).to.equal('');
-      expect(linesOf(stderr)).to.deep.equal(['opsledger: unknown projection "nope"; known: stream_catalog, identity, projects, monitoring']);
+      expect(linesOf(stderr)).to.deep.equal(['opsledger: unknown projection "nope"; known: stream_catalog, identity, projects, monitoring, jobs']);
     });
   });
 

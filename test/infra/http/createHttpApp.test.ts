@@ -246,7 +246,7 @@ describe('HTTP kit: createHttpApp, request ids and the error handler', () => {
     it('a DomainError answers its status: the table, else 409 for _EXISTS/_CONFLICT, else 400', async () => {
       const cases: Array<[string, number]> = [
         ['FORBIDDEN', 403], ['NOT_FOUND', 404], ['RATE_LIMITED', 429],
-        ['JOB_EXISTS', 409], ['SCHEDULE_CONFLICT', 409], ['JOB_CANCELLED', 400],
+        ['WIDGET_EXISTS', 409], ['SCHEDULE_CONFLICT', 409], ['WIDGET_BROKEN', 400],
       ];
       for (const [code, status] of cases) {
         const r = await call(`${url}/domain/${code}`);
