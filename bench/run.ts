@@ -13,6 +13,7 @@ import { appendBatch } from './appendBatch.ts';
 import { appendLatency } from './appendLatency.ts';
 import { appendSingle, appendSinglePglite } from './appendSingle.ts';
 import { fmt, passes, ratioOf, type Benchmark, type BenchContext, type BenchRow } from './harness.ts';
+import { jobFanout } from './jobs.ts';
 import { historyPage, poller, snapshotDepth, snapshotPush, uptimeYear } from './monitoring.ts';
 import { replay } from './replay.ts';
 
@@ -30,6 +31,7 @@ const benchmarks: Benchmark[] = [
   { name: 'uptimeYear', needsServer: true, run: uptimeYear },
   { name: 'historyPage', needsServer: true, run: historyPage },
   { name: 'poller', needsServer: true, run: poller },
+  { name: 'jobFanout', needsServer: false, run: jobFanout },
 ];
 
 const filters = process.argv.slice(2).map((f) => f.toLowerCase());
