@@ -45,7 +45,8 @@ import { asLeader } from '../infra/leaderWorker.ts';
 import type { Check } from '../domain/monitoring.ts';
 import { recordSnapshot } from '../commands/nodes.ts';
 import { jobsProjection } from '../projections/jobs.ts';
-import { jobCommandRoutes, jobCommandRunner } from '../commands/jobs.ts';
+import { jobCommandRoutes } from '../commands/jobs.ts';
+import { createExecutionRecorder } from '../commands/executionRecorder.ts';
 import { systemCommandRoutes, systemCommandRunner, type SystemRow, type SystemTestOutcome } from '../commands/systems.ts';
 import { jobTemplateCommandRoutes, runTemplate, templateCommandRunner } from '../commands/jobTemplates.ts';
 import { jobReadRoutes } from '../read-api/jobs.ts';
@@ -333,7 +334,6 @@ export const jobRoutes: RouteInstaller = {
     const { config, logger } = ctx;
     const ssh = createSshPool({ maxSessionsPerHost: config.maxSessionsPerHost, logger });
     const runSystem = systemCommandRunner(ctx.commandKit.store);
-    const runJob = jobCommandRunner(ctx.commandKit.store);
     const monitor = { actor: { user_id: null, username: 'job-engine', token_id: null } };
     const credentials = async (ref: string): Promise<SshCredentials | null> => {
       const text = await ctx.vault.getText(ref);
@@ -344,6 +344,7 @@ export const jobRoutes: RouteInstaller = {
       if (!creds) return null;
       return { host: row.hostname, port: row.port, username: row.username, credentials: creds, hostKeyFingerprint: row.host_key_fingerprint };
     };
+    const executions = createExecutionRecorder(ctx.commandKit.store, monitor);
     const refused = (err: unknown) => ['JOB_CANCELLED', 'EXECUTION_NOT_PENDING', 'JOB_NOT_FOUND', 'EXECUTION_NOT_FOUND'].includes((err as { code?: string }).code ?? '');
     const runner = createJobRunner({
       db, ssh, credentials, logger, exclusive: ctx.kernel.database.kind === 'pglite',
@@ -352,14 +353,13 @@ export const jobRoutes: RouteInstaller = {
       ...(ctx.options.jobs?.heartbeatMs ? { heartbeatMs: ctx.options.jobs.heartbeatMs } : {}),
       start: async (jobId, executionId, owner) => {
         try {
-          await runJob(jobId, { type: 'StartExecution', data: { jobId, executionId, startedAt: new Date().toISOString(), runner: owner } }, monitor);
-          return true;
+          return await executions.start({ jobId, executionId, startedAt: new Date().toISOString(), runner: owner });
         } catch (err) {
           if (refused(err)) return false;
           throw err;
         }
       },
-      finish: async (data) => void (await runJob(data.jobId, { type: 'FinishExecution', data }, monitor)),
+      finish: (data) => executions.finish(data),
       pinHostKey: async (systemId, fingerprint) => void (await runSystem(systemId, { type: 'PinHostKey', data: { systemId, fingerprint } }, monitor)),
       output: (o) => ctx.liveChanges.next({
         projection: 'job-runner', topic: 'jobs', kind: 'ExecutionOutput', id: o.jobId, project: o.project, position: START,

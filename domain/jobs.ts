@@ -136,6 +136,12 @@ export type JobCommand =
   | { type: 'CreateJob'; data: JobCreated['data'] }
   | { type: 'StartExecution'; data: ExecutionStarted['data'] }
   | { type: 'FinishExecution'; data: ExecutionFinished['data'] }
+  /**
+   * The runner's starts and ends of several executions of one job at once: one append
+   * instead of one per execution. A start the job no longer wants (cancelled, not pending)
+   * and an end of an execution already ended are left out, not refused.
+   */
+  | { type: 'RecordExecutions'; data: { jobId: string; starts: ExecutionStarted['data'][]; finishes: ExecutionFinished['data'][] } }
   | { type: 'CancelJob'; data: { jobId: string; at: string } };
 
 export type JobState =
@@ -197,6 +203,23 @@ export const jobDecider: Decider<JobState, JobCommand, JobEvent> = {
         if (current === undefined) throw new DomainError('EXECUTION_NOT_FOUND', `execution ${command.data.executionId} not found`);
         if (isFinal(current)) return []; // already ended (a cancel got there first): nothing to add
         return [{ type: 'ExecutionFinished', data: command.data }];
+      }
+      case 'RecordExecutions': {
+        const job = existingJob(state, command.data.jobId);
+        const status = { ...job.executions };
+        const out: JobEvent[] = [];
+        for (const start of command.data.starts) {
+          if (job.cancelled || status[start.executionId] !== 'pending') continue;
+          status[start.executionId] = 'running';
+          out.push({ type: 'ExecutionStarted', data: start });
+        }
+        for (const finish of command.data.finishes) {
+          const current = status[finish.executionId];
+          if (current === undefined || isFinal(current)) continue;
+          status[finish.executionId] = finish.status;
+          out.push({ type: 'ExecutionFinished', data: finish });
+        }
+        return out;
       }
       case 'CancelJob': {
         const job = existingJob(state, command.data.jobId);

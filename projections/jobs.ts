@@ -15,24 +15,41 @@ export const JOB_EVENT_TYPES: (JobEvent | SystemEvent | TemplateEvent)['type'][]
 
 type Trx = Transaction<Tables>;
 
-/** The job row's status and times from its executions. */
-const refreshJob = async (trx: Trx, jobId: string, at: string, revision: string, emit: Emit, position: RecordedEvent['position'], kind: string, extra: object) => {
-  const rows = await trx.selectFrom('job_executions').select(['status']).where('job_id', '=', jobId).execute();
-  const job = await trx.selectFrom('jobs').select(['project', 'cancelled', 'status', 'started_at']).where('id', '=', jobId).executeTakeFirst();
-  if (!job) return;
-  const status = jobStatusOf(rows.map((r) => r.status as ExecutionStatus), job.cancelled);
-  const ended = status === 'completed' || status === 'failed' || status === 'cancelled';
-  await trx.updateTable('jobs').set({
-    status, revision,
-    ...(job.started_at === null && rows.some((r) => r.status !== 'pending' && r.status !== 'cancelled') ? { started_at: at } : {}),
-    ...(ended ? { finished_at: at } : {}),
-  }).where('id', '=', jobId).where('revision', '<', revision).execute();
-  emit({ topic: 'jobs', kind, id: jobId, project: job.project, position, data: { status, ...extra } });
+type Touched = Map<string, { at: string; revision: string; changes: { kind: string; position: RecordedEvent['position']; extra: object }[] }>;
+
+/**
+ * Once per job and batch (fifty executions ending in one batch recount once, not fifty
+ * times): the job row's status and times from its executions, then its changes go out
+ * with that status.
+ */
+const refreshJobs = async (trx: Trx, touched: Touched, emit: Emit) => {
+  for (const [jobId, t] of touched) {
+    const rows = await trx.selectFrom('job_executions').select(['status']).where('job_id', '=', jobId).execute();
+    const job = await trx.selectFrom('jobs').select(['project', 'cancelled', 'started_at']).where('id', '=', jobId).executeTakeFirst();
+    if (!job) continue;
+    const status = jobStatusOf(rows.map((r) => r.status as ExecutionStatus), job.cancelled);
+    const ended = status === 'completed' || status === 'failed' || status === 'cancelled';
+    await trx.updateTable('jobs').set({
+      status, revision: t.revision,
+      ...(job.started_at === null && rows.some((r) => r.status !== 'pending' && r.status !== 'cancelled') ? { started_at: t.at } : {}),
+      ...(ended ? { finished_at: t.at } : {}),
+    }).where('id', '=', jobId).where('revision', '<', t.revision).execute();
+    for (const c of t.changes) emit({ topic: 'jobs', kind: c.kind, id: jobId, project: job.project, position: c.position, data: { status, ...c.extra } });
+  }
+};
+
+/** Notes a change of a job's executions, to be recounted and announced at the end of the batch. */
+const touch = (touched: Touched, jobId: string, at: string, revision: string, kind: string, position: RecordedEvent['position'], extra: object) => {
+  const t = touched.get(jobId) ?? { at, revision, changes: [] };
+  t.at = at;
+  t.revision = revision;
+  t.changes.push({ kind, position, extra });
+  touched.set(jobId, t);
 };
 
 const FINAL = ['completed', 'failed', 'timeout', 'cancelled', 'interrupted'];
 
-const apply = async (trx: Trx, recorded: RecordedEvent, emit: Emit) => {
+const apply = async (trx: Trx, recorded: RecordedEvent, emit: Emit, touched: Touched) => {
   const e = recorded as RecordedEvent & (JobEvent | SystemEvent | TemplateEvent);
   const at = recorded.createdAt.toISOString();
   const revision = recorded.revision.toString();
@@ -104,7 +121,7 @@ const apply = async (trx: Trx, recorded: RecordedEvent, emit: Emit) => {
       const moved = await trx.updateTable('job_executions').set({ status: 'running', started_at: e.data.startedAt })
         .where('id', '=', e.data.executionId).where('status', '=', 'pending').executeTakeFirst();
       if (moved.numUpdatedRows > 0n) {
-        await refreshJob(trx, e.data.jobId, at, revision, emit, position, e.type, { execution_id: e.data.executionId, execution_status: 'running' });
+        touch(touched, e.data.jobId, at, revision, e.type, position, { execution_id: e.data.executionId, execution_status: 'running' });
       }
       return;
     }
@@ -115,7 +132,7 @@ const apply = async (trx: Trx, recorded: RecordedEvent, emit: Emit) => {
         stdout_bytes: String(d.stdout.bytes), stderr_bytes: String(d.stderr.bytes), stdout_truncated: d.stdout.truncated, stderr_truncated: d.stderr.truncated,
       }).where('id', '=', d.executionId).where('status', 'not in', FINAL).executeTakeFirst();
       if (moved.numUpdatedRows > 0n) {
-        await refreshJob(trx, d.jobId, at, revision, emit, position, e.type, {
+        touch(touched, d.jobId, at, revision, e.type, position, {
           execution_id: d.executionId, execution_status: d.status, exit_code: d.exitCode, error_message: d.errorMessage,
         });
       }
@@ -123,7 +140,7 @@ const apply = async (trx: Trx, recorded: RecordedEvent, emit: Emit) => {
     }
     case 'JobCancelled': {
       await trx.updateTable('jobs').set({ cancelled: true }).where('id', '=', e.data.jobId).execute();
-      await refreshJob(trx, e.data.jobId, at, revision, emit, position, e.type, {});
+      touch(touched, e.data.jobId, at, revision, e.type, position, {});
       return;
     }
 
@@ -165,6 +182,8 @@ export const jobsProjection: Projector = {
   handles: JOB_EVENT_TYPES,
   tables: ['systems', 'jobs', 'job_executions', 'job_templates'],
   async apply(trx, events, emit) {
-    for (const e of events) await apply(trx, e, emit);
+    const touched: Touched = new Map();
+    for (const e of events) await apply(trx, e, emit, touched);
+    await refreshJobs(trx, touched, emit);
   },
 };

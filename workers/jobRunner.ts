@@ -51,6 +51,18 @@ type Due = { id: string; job_id: string; system_id: string; project: string; com
 
 const none = { bytes: 0, truncated: false };
 
+/** How an execution ended must be recorded: a few tries, then the lease check ends it as interrupted. */
+const withRetries = async (write: () => Promise<void>, delaysMs: readonly number[] = [100, 500, 2000]): Promise<void> => {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await write();
+    } catch (err) {
+      if (attempt >= delaysMs.length) throw err;
+      await new Promise((resolve) => setTimeout(resolve, delaysMs[attempt]));
+    }
+  }
+};
+
 export const createJobRunner = (deps: JobRunnerDeps): Worker & { runOnce(): Promise<number>; engine(): { status: string; running_jobs: number; available_slots: number } } => {
   const owner = `runner-${randomUUID()}`;
   const leaseTtlMs = deps.leaseTtlMs ?? 30_000;
@@ -117,11 +129,11 @@ export const createJobRunner = (deps: JobRunnerDeps): Worker & { runOnce(): Prom
     const startedAt = now();
     const finish = async (status: FinalStatus, fields: { exitCode?: number | null; errorMessage?: string | null; stdout?: typeof none; stderr?: typeof none }) => {
       const at = now();
-      await deps.finish({
+      await withRetries(() => deps.finish({
         jobId: d.job_id, executionId: d.id, status, exitCode: fields.exitCode ?? null, errorMessage: fields.errorMessage ?? null,
         finishedAt: at.toISOString(), durationSeconds: (at.getTime() - startedAt.getTime()) / 1000,
         stdout: fields.stdout ?? none, stderr: fields.stderr ?? none,
-      });
+      }));
     };
     const system = await deps.db.selectFrom('systems').selectAll().where('id', '=', d.system_id).executeTakeFirst();
     if (!system || system.deleted || !system.is_active) {
@@ -257,7 +269,8 @@ export const createJobRunner = (deps: JobRunnerDeps): Worker & { runOnce(): Prom
       beat = setInterval(() => {
         void deps.db.updateTable('execution_leases').set({ heartbeat_at: now() }).where('owner', '=', owner).execute()
           .catch((err: unknown) => note('could not renew execution leases', err));
-        if (!deps.exclusive) void recover().catch((err: unknown) => note('could not look for interrupted executions', err));
+        // Also catches an execution whose end could not be recorded (its lease is gone by then).
+        void recover().catch((err: unknown) => note('could not look for interrupted executions', err));
       }, heartbeatMs);
       beat.unref();
       kick();
