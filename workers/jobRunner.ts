@@ -189,28 +189,36 @@ export const createJobRunner = (deps: JobRunnerDeps): Worker & { runOnce(): Prom
     }
   };
 
-  const launch = async (d: Due): Promise<boolean> => {
-    const claimed = await deps.db.insertInto('execution_leases').values({ execution_id: d.id, job_id: d.job_id, owner, heartbeat_at: now() })
-      .onConflict((oc) => oc.column('execution_id').doNothing()).returning('execution_id').executeTakeFirst();
-    if (!claimed) return false;
-    let started = false;
-    try {
-      started = await deps.start(d.job_id, d.id, owner);
-    } finally {
-      if (!started) await deps.db.deleteFrom('execution_leases').where('execution_id', '=', d.id).execute();
+  /**
+   * Claims a set of due executions together: one statement takes their leases, and their
+   * starts go out at once (the execution recorder appends them to each job in one go).
+   */
+  const launch = async (batch: Due[]): Promise<number> => {
+    if (batch.length === 0) return 0;
+    const claimed = new Set((await deps.db.insertInto('execution_leases')
+      .values(batch.map((d) => ({ execution_id: d.id, job_id: d.job_id, owner, heartbeat_at: now() })))
+      .onConflict((oc) => oc.column('execution_id').doNothing()).returning('execution_id').execute()).map((r) => r.execution_id));
+    const mine = batch.filter((d) => claimed.has(d.id));
+    const started = await Promise.all(mine.map((d) => deps.start(d.job_id, d.id, owner).catch((err: unknown) => {
+      note(`execution ${d.id} could not be started`, err);
+      return false;
+    })));
+    const refused = mine.filter((_, i) => !started[i]).map((d) => d.id);
+    if (refused.length > 0) await deps.db.deleteFrom('execution_leases').where('execution_id', 'in', refused).execute();
+    const go = mine.filter((_, i) => started[i]);
+    for (const d of go) {
+      const run: Running = { jobId: d.job_id, abort: new AbortController(), why: null, done: Promise.resolve() };
+      running.set(d.id, run);
+      run.done = execute(d, run)
+        .catch((err: unknown) => note(`execution ${d.id} could not be recorded`, err))
+        .finally(async () => {
+          running.delete(d.id);
+          finished += 1;
+          await deps.db.deleteFrom('execution_leases').where('execution_id', '=', d.id).execute().catch(() => undefined);
+          if (state === 'running') kick();
+        });
     }
-    if (!started) return false;
-    const run: Running = { jobId: d.job_id, abort: new AbortController(), why: null, done: Promise.resolve() };
-    running.set(d.id, run);
-    run.done = execute(d, run)
-      .catch((err: unknown) => note(`execution ${d.id} could not be recorded`, err))
-      .finally(async () => {
-        running.delete(d.id);
-        finished += 1;
-        await deps.db.deleteFrom('execution_leases').where('execution_id', '=', d.id).execute().catch(() => undefined);
-        if (state === 'running') kick();
-      });
-    return true;
+    return go.length;
   };
 
   const cancelJob = (jobId: string) => {
@@ -218,7 +226,6 @@ export const createJobRunner = (deps: JobRunnerDeps): Worker & { runOnce(): Prom
   };
 
   const tick = async (): Promise<number> => {
-    let launched = 0;
     if (running.size > 0) {
       const jobIds = [...new Set([...running.values()].map((r) => r.jobId))];
       const cancelled = await deps.db.selectFrom('jobs').select('id').where('id', 'in', jobIds).where('cancelled', '=', true).execute();
@@ -228,13 +235,16 @@ export const createJobRunner = (deps: JobRunnerDeps): Worker & { runOnce(): Prom
     if (free <= 0) return 0;
     const perJob = new Map<string, number>();
     for (const r of running.values()) perJob.set(r.jobId, (perJob.get(r.jobId) ?? 0) + 1);
+    const batch: Due[] = [];
     for (const d of await due(free * 4)) {
-      if (state !== 'running' || running.size >= deps.maxConcurrency) break;
+      if (batch.length >= free) break;
       const inJob = perJob.get(d.job_id) ?? 0;
       if (d.max_parallel !== null && inJob >= d.max_parallel) continue;
-      if (await launch(d)) { launched += 1; perJob.set(d.job_id, inJob + 1); }
+      batch.push(d);
+      perJob.set(d.job_id, inJob + 1);
     }
-    return launched;
+    if (state !== 'running') return 0;
+    return launch(batch);
   };
 
   const runTick = (): Promise<number> => {
