@@ -10,7 +10,7 @@
 //   Opsledger does the same and records the executions as `interrupted`.
 // - Output goes to the output store (workers/jobOutput.ts) and live to `job:{id}`.
 import { randomUUID } from 'node:crypto';
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Observable, Subscription } from 'rxjs';
 import type { ExecutionFinished, FinalStatus } from '../domain/jobs.ts';
 import type { Tables } from '../infra/db/tables.ts';
@@ -125,7 +125,23 @@ export const createJobRunner = (deps: JobRunnerDeps): Worker & { runOnce(): Prom
     return rows;
   };
 
-  const execute = async (d: Due, run: Running): Promise<void> => {
+  // Credentials are immutable under their reference (a change makes a new one), so each is
+  // read from the vault once: a fan-out to fifty systems costs no fifty vault reads per job.
+  const credentialCache = new Map<string, Promise<SshCredentials | null>>();
+  const credentialsOf = (ref: string) => {
+    let found = credentialCache.get(ref);
+    if (!found) {
+      if (credentialCache.size >= 10_000) credentialCache.clear();
+      found = deps.credentials(ref);
+      credentialCache.set(ref, found);
+      void found.then((c) => { if (!c) credentialCache.delete(ref); }, () => credentialCache.delete(ref));
+    }
+    return found;
+  };
+
+  type SystemRow = Selectable<Tables['systems']>;
+
+  const execute = async (d: Due, run: Running, system: SystemRow | undefined): Promise<void> => {
     const startedAt = now();
     const finish = async (status: FinalStatus, fields: { exitCode?: number | null; errorMessage?: string | null; stdout?: typeof none; stderr?: typeof none }) => {
       const at = now();
@@ -135,12 +151,11 @@ export const createJobRunner = (deps: JobRunnerDeps): Worker & { runOnce(): Prom
         stdout: fields.stdout ?? none, stderr: fields.stderr ?? none,
       }));
     };
-    const system = await deps.db.selectFrom('systems').selectAll().where('id', '=', d.system_id).executeTakeFirst();
     if (!system || system.deleted || !system.is_active) {
       await finish('failed', { errorMessage: `system ${system?.name ?? d.system_id} is ${system?.deleted || !system ? 'deleted' : 'inactive'}` });
       return;
     }
-    const credentials = await deps.credentials(system.credential_ref);
+    const credentials = await credentialsOf(system.credential_ref);
     if (!credentials) {
       await finish('failed', { errorMessage: `the credentials of system ${system.name} are missing from the vault` });
       return;
@@ -206,10 +221,12 @@ export const createJobRunner = (deps: JobRunnerDeps): Worker & { runOnce(): Prom
     const refused = mine.filter((_, i) => !started[i]).map((d) => d.id);
     if (refused.length > 0) await deps.db.deleteFrom('execution_leases').where('execution_id', 'in', refused).execute();
     const go = mine.filter((_, i) => started[i]);
+    const systemIds = [...new Set(go.map((d) => d.system_id))];
+    const systems = new Map(systemIds.length === 0 ? [] : (await deps.db.selectFrom('systems').selectAll().where('id', 'in', systemIds).execute()).map((r) => [r.id, r]));
     for (const d of go) {
       const run: Running = { jobId: d.job_id, abort: new AbortController(), why: null, done: Promise.resolve() };
       running.set(d.id, run);
-      run.done = execute(d, run)
+      run.done = execute(d, run, systems.get(d.system_id))
         .catch((err: unknown) => note(`execution ${d.id} could not be recorded`, err))
         .finally(async () => {
           running.delete(d.id);
@@ -295,6 +312,7 @@ export const createJobRunner = (deps: JobRunnerDeps): Worker & { runOnce(): Prom
       // What still runs is killed on its host and recorded as interrupted.
       for (const r of running.values()) { r.why ??= 'shutdown'; r.abort.abort(); }
       await Promise.all([...running.values()].map((r) => r.done));
+      credentialCache.clear();
       state = 'stopped';
     },
     runOnce: () => runTick(),
