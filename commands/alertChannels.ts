@@ -5,16 +5,15 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { DomainError } from '../domain/domainError.ts';
-import { ALERT_EVENTS, alertChannelDecider, alertChannelStream, type AlertChannelCommand } from '../domain/monitoring.ts';
+import { ALERT_EVENTS, alertChannelDecider, alertChannelStream } from '../domain/monitoring.ts';
 import { DEFAULT_PROJECT } from '../domain/projects.ts';
-import { canSeeProject, forbidden, requirePrincipal, requireProjectAccess } from '../infra/auth/authenticate.ts';
-import { can } from '../infra/auth/authorize.ts';
+import { requirePrincipal, requireProjectAccess, requireResourceAccess } from '../infra/auth/authenticate.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid } from '../infra/http/validate.ts';
 import type { Vault } from '../infra/vault.ts';
 import { commandContext, PlainText, settle, type CommandKit } from './commandRoute.ts';
 import { requireProject } from './nodes.ts';
-import { createCommandHandler, type CommandContext } from './handleCommand.ts';
+import { streamCommandRunner } from './handleCommand.ts';
 import { monitoringEventSchemas } from './monitoringSchemas.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
@@ -42,8 +41,7 @@ const channelOwner = (id: string) => `alert-channel:${id}`;
 const channelNotFound = (id: string) => new DomainError('ALERT_CHANNEL_NOT_FOUND', `alert channel ${id} not found`);
 
 export const alertChannelCommandRoutes = (routes: Routes, deps: AlertChannelDeps): void => {
-  const handle = createCommandHandler(deps.store, monitoringEventSchemas);
-  const run = (id: string, command: AlertChannelCommand, ctx: CommandContext) => handle(alertChannelDecider, alertChannelStream(id), command, ctx);
+  const run = streamCommandRunner(deps.store, monitoringEventSchemas, alertChannelDecider, alertChannelStream);
 
   routes.post({
     path: '/alert-channels', summary: 'Add a webhook alert channel', tags: ['alerts'], auth: true,
@@ -81,8 +79,8 @@ export const alertChannelCommandRoutes = (routes: Routes, deps: AlertChannelDeps
   }, async ({ params }, req, res) => {
     const principal = requirePrincipal(res);
     const found = await deps.views.channel(params.id);
-    if (!found || !canSeeProject(principal, found.project)) throw channelNotFound(params.id);
-    if (!can(principal, 'nodes:write', found.project)) throw forbidden(`this needs the permission nodes:write in project ${found.project}`);
+    if (!found) throw channelNotFound(params.id);
+    requireResourceAccess(principal, found.project, 'nodes:write', () => channelNotFound(params.id));
     const result = await run(params.id, { type: 'DeleteAlertChannel', data: { channelId: params.id } }, commandContext(req, res, found.project));
     await deps.vault.deleteOwner(channelOwner(params.id));
     await settle(deps, res, [result]);

@@ -8,6 +8,7 @@ import { principalOf } from '../infra/auth/authenticate.ts';
 import { TimeoutError } from '../infra/errors.ts';
 import type { EventStore } from '../infra/eventStore/eventStore.ts';
 import { comparePositions, formatPosition, type Position } from '../infra/eventStore/position.ts';
+import { setEtag } from '../infra/http/conditional.ts';
 import type { CommandContext, CommandResult } from './handleCommand.ts';
 
 export const EVENT_POSITION_HEADER = 'X-Event-Position';
@@ -66,6 +67,19 @@ export const settle = async (
   }
   res.setHeader(EVENT_POSITION_HEADER, formatPosition(position));
   return position;
+};
+
+/**
+ * Answers with a resource as its read model shows it after the write: its ETag, and for a
+ * 201 its Location; `notFound` when it is gone (deleted meanwhile).
+ */
+export const answerResource = (
+  res: Response, found: { view: unknown; revision: bigint } | null, o: { status: number; location: string; notFound: () => Error },
+): void => {
+  if (!found) throw o.notFound();
+  setEtag(res, found.revision);
+  if (o.status === 201) res.setHeader('Location', o.location);
+  res.status(o.status).json(found.view);
 };
 
 // Control characters and lone UTF-16 surrogates cannot be stored in PostgreSQL text or

@@ -5,20 +5,18 @@ import type { Response } from 'express';
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { DomainError } from '../domain/domainError.ts';
-import { groupDecider, groupStream, type GroupCommand, type GroupSelector } from '../domain/monitoring.ts';
+import { groupDecider, groupStream, type GroupSelector } from '../domain/monitoring.ts';
 import { DEFAULT_PROJECT } from '../domain/projects.ts';
-import { canSeeProject, forbidden, requirePrincipal, requireProjectAccess } from '../infra/auth/authenticate.ts';
-import { can } from '../infra/auth/authorize.ts';
-import { setEtag, withIfMatch } from '../infra/http/conditional.ts';
+import { requirePrincipal, requireProjectAccess, requireResourceAccess } from '../infra/auth/authenticate.ts';
+import { withIfMatch } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid } from '../infra/http/validate.ts';
-import { commandContext, PlainText, settle, type CommandKit } from './commandRoute.ts';
+import { commandContext, PlainText, settle, type CommandKit, answerResource } from './commandRoute.ts';
 import { requireProject } from './nodes.ts';
-import { createCommandHandler, type CommandContext, type CommandResult } from './handleCommand.ts';
+import { streamCommandRunner } from './handleCommand.ts';
 import { Labels, monitoringEventSchemas } from './monitoringSchemas.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
-type AnyResult = CommandResult<unknown, { type: string; data: Record<string, unknown> }>;
 
 export type GroupViews = {
   group(groupId: string): Promise<{ view: unknown; revision: bigint; project: string } | null>;
@@ -43,24 +41,17 @@ const toSelector = (s: z.output<typeof Selector>): GroupSelector =>
 const groupNotFound = (id: string) => new DomainError('GROUP_NOT_FOUND', `group ${id} not found`);
 
 export const groupCommandRoutes = (routes: Routes, deps: GroupCommandDeps): void => {
-  const handle = createCommandHandler(deps.store, monitoringEventSchemas);
-  const run = async (groupId: string, command: GroupCommand, ctx: CommandContext, expected?: bigint) =>
-    (await handle(groupDecider, groupStream(groupId), command, ctx, expected === undefined ? {} : { expectedRevision: expected })) as AnyResult;
+  const run = streamCommandRunner(deps.store, monitoringEventSchemas, groupDecider, groupStream);
 
-  const answer = async (res: Response, id: string, status: number) => {
-    const found = await deps.views.group(id);
-    if (!found) throw groupNotFound(id);
-    setEtag(res, found.revision);
-    if (status === 201) res.setHeader('Location', `/api/v1/groups/${id}`);
-    res.status(status).json(found.view);
-  };
+  const answer = async (res: Response, id: string, status: number) =>
+    answerResource(res, await deps.views.group(id), { status, location: `/api/v1/groups/${id}`, notFound: () => groupNotFound(id) });
 
   /** 404 for a group the caller cannot see, 403 without nodes:write in its project. */
   const writable = async (res: Response, id: string) => {
     const principal = requirePrincipal(res);
     const found = await deps.views.group(id);
-    if (!found || !canSeeProject(principal, found.project)) throw groupNotFound(id);
-    if (!can(principal, 'nodes:write', found.project)) throw forbidden(`this needs the permission nodes:write in project ${found.project}`);
+    if (!found) throw groupNotFound(id);
+    requireResourceAccess(principal, found.project, 'nodes:write', () => groupNotFound(id));
     return found.project;
   };
 

@@ -92,3 +92,19 @@ export const createCommandHandler = (store: EventStore, schemas: EventSchemas) =
   };
 
 export type CommandHandler = ReturnType<typeof createCommandHandler>;
+
+/** A command result whose state and event types the caller does not need. */
+export type AnyCommandResult = CommandResult<unknown, DomainEvent>;
+
+/**
+ * One decider's commands on the stream `streamOf(id)`; `expected` (from If-Match) makes the
+ * append conditional on that revision, without retries.
+ */
+export const streamCommandRunner = <S, C, E extends DomainEvent>(
+  store: EventStore, schemas: EventSchemas, decider: Decider<S, C, E>, streamOf: (id: string) => string,
+) => {
+  const handle = createCommandHandler(store, schemas);
+  return async (id: string, command: C, ctx: CommandContext, expected?: bigint): Promise<AnyCommandResult> =>
+    (await handle(decider, streamOf(id), command, ctx, expected === undefined ? {} : { expectedRevision: expected })) as unknown as AnyCommandResult;
+};
+

@@ -8,25 +8,23 @@ import { z } from 'zod';
 import { DomainError } from '../domain/domainError.ts';
 import {
   PLACEHOLDER, templateDecider, templateStream, undeclaredPlaceholders,
-  type TemplateCommand, type TemplateParameter, type TemplateTargets,
+  type TemplateParameter, type TemplateTargets,
 } from '../domain/jobs.ts';
 import { DEFAULT_PROJECT } from '../domain/projects.ts';
-import { canSeeProject, forbidden, requirePrincipal, requireProjectAccess } from '../infra/auth/authenticate.ts';
-import { can } from '../infra/auth/authorize.ts';
+import { requirePrincipal, requireProjectAccess, requireResourceAccess } from '../infra/auth/authenticate.ts';
 import type { Principal } from '../infra/auth/principal.ts';
 import { cronProblem } from '../infra/cron.ts';
-import { setEtag, withIfMatch } from '../infra/http/conditional.ts';
+import { withIfMatch } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid, ValidationError } from '../infra/http/validate.ts';
 import { shellQuote } from '../infra/shellQuote.ts';
-import { commandContext, PlainText, settle, type CommandKit } from './commandRoute.ts';
-import { createCommandHandler, type CommandContext, type CommandResult } from './handleCommand.ts';
+import { commandContext, PlainText, settle, type CommandKit, answerResource } from './commandRoute.ts';
+import { type CommandContext, streamCommandRunner } from './handleCommand.ts';
 import { checkSchedule, createJob, DEFAULT_JOB_TIMEOUT_SECONDS, selectorOf, TargetBody, type JobViews } from './jobs.ts';
 import { jobEventSchemas } from './jobSchemas.ts';
 import { requireProject } from './nodes.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
-type AnyResult = CommandResult<unknown, { type: string; data: Record<string, unknown> }>;
 type Value = string | number | boolean;
 
 export type TemplateRow = {
@@ -135,11 +133,7 @@ export const renderCommand = (command: string, parameters: readonly TemplatePara
 
 const templateNotFound = (id: string) => new DomainError('TEMPLATE_NOT_FOUND', `job template ${id} not found`);
 
-export const templateCommandRunner = (store: CommandKit['store']) => {
-  const handle = createCommandHandler(store, jobEventSchemas);
-  return async (templateId: string, command: TemplateCommand, ctx: CommandContext, expected?: bigint) =>
-    (await handle(templateDecider, templateStream(templateId), command, ctx, expected === undefined ? {} : { expectedRevision: expected })) as AnyResult;
-};
+export const templateCommandRunner = (store: CommandKit['store']) => streamCommandRunner(store, jobEventSchemas, templateDecider, templateStream);
 
 /** Creates the job a template run makes (by hand or by the scheduler). */
 export const runTemplate = async (
@@ -159,17 +153,12 @@ export const runTemplate = async (
 
 export const jobTemplateCommandRoutes = (routes: Routes, deps: TemplateCommandDeps): void => {
   const run = templateCommandRunner(deps.store);
-  const answer = async (res: Response, id: string, status: number) => {
-    const found = await deps.views.template(id);
-    if (!found) throw templateNotFound(id);
-    setEtag(res, found.revision);
-    if (status === 201) res.setHeader('Location', `/api/v1/job-templates/${id}`);
-    res.status(status).json(found.view);
-  };
+  const answer = async (res: Response, id: string, status: number) =>
+    answerResource(res, await deps.views.template(id), { status, location: `/api/v1/job-templates/${id}`, notFound: () => templateNotFound(id) });
   const writable = async (principal: Principal, id: string) => {
     const found = await deps.views.template(id);
-    if (!found || !canSeeProject(principal, found.project)) throw templateNotFound(id);
-    if (!can(principal, 'jobs:run', found.project)) throw forbidden(`this needs the permission jobs:run in project ${found.project}`);
+    if (!found) throw templateNotFound(id);
+    requireResourceAccess(principal, found.project, 'jobs:run', () => templateNotFound(id));
     return found;
   };
 
@@ -237,10 +226,8 @@ export const jobTemplateCommandRoutes = (routes: Routes, deps: TemplateCommandDe
     const { jobId, result } = await runTemplate(deps, found.row, { params: body.params, scheduleAt, createdBy: principal.userId, queuedBehind: null },
       commandContext(req, res, found.project));
     await settle(deps, res, [result]);
-    const job = await deps.jobViews.job(jobId);
-    if (!job) throw new DomainError('JOB_NOT_FOUND', `job ${jobId} not found`);
-    res.setHeader('Location', `/api/v1/jobs/${jobId}`);
-    setEtag(res, job.revision);
-    res.status(201).json(job.view);
+    answerResource(res, await deps.jobViews.job(jobId), {
+      status: 201, location: `/api/v1/jobs/${jobId}`, notFound: () => new DomainError('JOB_NOT_FOUND', `job ${jobId} not found`),
+    });
   });
 };

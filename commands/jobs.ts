@@ -4,22 +4,19 @@ import { randomUUID } from 'node:crypto';
 import type { Response } from 'express';
 import { z } from 'zod';
 import { DomainError } from '../domain/domainError.ts';
-import { jobDecider, jobStream, type JobCommand, type JobCreated } from '../domain/jobs.ts';
+import { jobDecider, jobStream, type JobCreated } from '../domain/jobs.ts';
 import { DEFAULT_PROJECT } from '../domain/projects.ts';
-import { canSeeProject, forbidden, requirePrincipal, requireProjectAccess } from '../infra/auth/authenticate.ts';
-import { can } from '../infra/auth/authorize.ts';
-import { setEtag } from '../infra/http/conditional.ts';
+import { requirePrincipal, requireProjectAccess, requireResourceAccess } from '../infra/auth/authenticate.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid, ValidationError } from '../infra/http/validate.ts';
-import { commandContext, PlainText, settle, type CommandKit } from './commandRoute.ts';
-import { createCommandHandler, type CommandContext, type CommandResult } from './handleCommand.ts';
+import { commandContext, PlainText, settle, type CommandKit, answerResource } from './commandRoute.ts';
+import { type CommandContext, streamCommandRunner } from './handleCommand.ts';
 import { jobEventSchemas } from './jobSchemas.ts';
 import { Labels } from './monitoringSchemas.ts';
 import { requireProject } from './nodes.ts';
 import type { SystemRow } from './systems.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
-type AnyResult = CommandResult<unknown, { type: string; data: Record<string, unknown> }>;
 
 export type Selector = { systemIds: string[] } | { labels: Record<string, string> };
 
@@ -71,10 +68,7 @@ export const checkSchedule = (scheduleAt: string | undefined, nowMs: number): st
 
 export type NewJob = Omit<JobCreated['data'], 'jobId' | 'targets'> & { jobId?: string; selector: Selector };
 
-export const jobCommandRunner = (store: CommandKit['store']) => {
-  const handle = createCommandHandler(store, jobEventSchemas);
-  return async (jobId: string, command: JobCommand, ctx: CommandContext) => (await handle(jobDecider, jobStream(jobId), command, ctx)) as AnyResult;
-};
+export const jobCommandRunner = (store: CommandKit['store']) => streamCommandRunner(store, jobEventSchemas, jobDecider, jobStream);
 
 /**
  * Resolves the targets (every id must be an active system of the project; a selector must
@@ -96,13 +90,8 @@ export const createJob = async (deps: Pick<JobCommandDeps, 'store' | 'views'>, j
 const jobNotFound = (id: string) => new DomainError('JOB_NOT_FOUND', `job ${id} not found`);
 
 export const jobCommandRoutes = (routes: Routes, deps: JobCommandDeps): void => {
-  const answer = async (res: Response, id: string, status: number) => {
-    const found = await deps.views.job(id);
-    if (!found) throw jobNotFound(id);
-    setEtag(res, found.revision);
-    if (status === 201) res.setHeader('Location', `/api/v1/jobs/${id}`);
-    res.status(status).json(found.view);
-  };
+  const answer = async (res: Response, id: string, status: number) =>
+    answerResource(res, await deps.views.job(id), { status, location: `/api/v1/jobs/${id}`, notFound: () => jobNotFound(id) });
 
   routes.post({
     path: '/jobs', summary: 'Run a command on systems (now or at schedule_at)', tags: ['jobs'], auth: true,
@@ -129,8 +118,8 @@ export const jobCommandRoutes = (routes: Routes, deps: JobCommandDeps): void => 
   }, async ({ params }, req, res) => {
     const principal = requirePrincipal(res);
     const found = await deps.views.job(params.id);
-    if (!found || !canSeeProject(principal, found.project)) throw jobNotFound(params.id);
-    if (!can(principal, 'jobs:run', found.project)) throw forbidden(`this needs the permission jobs:run in project ${found.project}`);
+    if (!found) throw jobNotFound(params.id);
+    requireResourceAccess(principal, found.project, 'jobs:run', () => jobNotFound(params.id));
     const result = await jobCommandRunner(deps.store)(params.id, { type: 'CancelJob', data: { jobId: params.id, at: new Date().toISOString() } },
       commandContext(req, res, found.project));
     await settle(deps, res, [result]);

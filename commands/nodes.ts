@@ -10,8 +10,7 @@ import {
   type Check, type NodeCommand, type NodeFields, type RecordSnapshot, type SnapshotTarget,
 } from '../domain/monitoring.ts';
 import { DEFAULT_PROJECT } from '../domain/projects.ts';
-import { canSeeProject, forbidden, projectNotFound, requirePrincipal, requireProjectAccess } from '../infra/auth/authenticate.ts';
-import { can } from '../infra/auth/authorize.ts';
+import { projectNotFound, requirePrincipal, requireProjectAccess, requireResourceAccess } from '../infra/auth/authenticate.ts';
 import type { ProjectPermission } from '../infra/auth/permissions.ts';
 import type { Principal } from '../infra/auth/principal.ts';
 import type { AppendResult } from '../infra/eventStore/eventStore.ts';
@@ -20,13 +19,12 @@ import { nameUuid } from '../infra/ids.ts';
 import { setEtag, withIfMatch } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid, ValidationError } from '../infra/http/validate.ts';
-import { commandContext, EVENT_POSITION_HEADER, settle, type CommandKit } from './commandRoute.ts';
-import { createCommandHandler, toNewEvents, type CommandContext, type CommandResult } from './handleCommand.ts';
+import { commandContext, EVENT_POSITION_HEADER, settle, type CommandKit, answerResource } from './commandRoute.ts';
+import { toNewEvents, type CommandContext, streamCommandRunner, type AnyCommandResult } from './handleCommand.ts';
 import { Address, IpAddress, Labels, Metrics, monitoringEventSchemas, NodeName, Pubkey } from './monitoringSchemas.ts';
 import type { SnapshotRecorder } from './snapshotRecorder.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
-type AnyResult = CommandResult<unknown, { type: string; data: Record<string, unknown> }>;
 
 /** What the commands need of a node: its project (for authorization) and whether it is decommissioned. */
 export type NodeRef = SnapshotTarget & { project: string };
@@ -115,8 +113,8 @@ const nodeNotFound = (id: string) => new DomainError('NODE_NOT_FOUND', `node ${i
 /** The node, if the caller may see it (404 otherwise, as for a missing one), and 403 without `permission`. */
 export const requireNode = async (views: Pick<NodeViews, 'ref'>, principal: Principal, id: string, permission: ProjectPermission): Promise<NodeRef> => {
   const node = await views.ref(id);
-  if (!node || !canSeeProject(principal, node.project)) throw nodeNotFound(id);
-  if (!can(principal, permission, node.project)) throw forbidden(`this needs the permission ${permission} in project ${node.project}`);
+  if (!node) throw nodeNotFound(id);
+  requireResourceAccess(principal, node.project, permission, () => nodeNotFound(id));
   return node;
 };
 
@@ -137,22 +135,13 @@ export const recordSnapshot = async (
 };
 
 /** Runs a node command on the node's stream (If-Match as the expected revision when given). */
-export const nodeCommandRunner = (store: CommandKit['store']) => {
-  const handle = createCommandHandler(store, monitoringEventSchemas);
-  return async (nodeId: string, command: NodeCommand, ctx: CommandContext, expected?: bigint) =>
-    (await handle(nodeDecider, nodeStream(nodeId), command, ctx, expected === undefined ? {} : { expectedRevision: expected })) as AnyResult;
-};
+export const nodeCommandRunner = (store: CommandKit['store']) => streamCommandRunner(store, monitoringEventSchemas, nodeDecider, nodeStream);
 
 export const nodeCommandRoutes = (routes: Routes, deps: NodeCommandDeps): void => {
   const run = nodeCommandRunner(deps.store);
 
-  const answerNode = async (res: Response, id: string, status: number) => {
-    const found = await deps.views.node(id);
-    if (!found) throw nodeNotFound(id);
-    setEtag(res, found.revision);
-    if (status === 201) res.setHeader('Location', `/api/v1/nodes/${id}`);
-    res.status(status).json(found.view);
-  };
+  const answerNode = async (res: Response, id: string, status: number) =>
+    answerResource(res, await deps.views.node(id), { status, location: `/api/v1/nodes/${id}`, notFound: () => nodeNotFound(id) });
 
   routes.post({
     path: '/nodes', summary: 'Register a node', tags: ['nodes'], auth: true,
@@ -269,10 +258,10 @@ export const parseImport = (body: readonly unknown[]): ImportEntry[] => {
 
 /** Upserts by name: registers new (or decommissioned) names, updates address and key of known ones. */
 export const importNodes = async (
-  deps: { store: CommandKit['store']; defaultIntervalS: number; run(nodeId: string, command: NodeCommand, ctx: CommandContext): Promise<AnyResult> },
+  deps: { store: CommandKit['store']; defaultIntervalS: number; run(nodeId: string, command: NodeCommand, ctx: CommandContext): Promise<AnyCommandResult> },
   project: string, entries: readonly ImportEntry[], ctx: CommandContext,
 ) => {
-  const results: AnyResult[] = [];
+  const results: AnyCommandResult[] = [];
   const nodes: { name: string; id: string; result: 'created' | 'updated' | 'unchanged' }[] = [];
   for (const entry of entries) {
     const nodeId = nodeIdFor(project, entry.name);

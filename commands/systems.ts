@@ -8,23 +8,21 @@ import ssh2 from 'ssh2';
 import { z } from 'zod';
 import { DomainError } from '../domain/domainError.ts';
 import { DEFAULT_PROJECT } from '../domain/projects.ts';
-import { systemDecider, systemStream, type AuthKind, type SystemCommand } from '../domain/jobs.ts';
-import { canSeeProject, forbidden, requirePrincipal, requireProjectAccess } from '../infra/auth/authenticate.ts';
-import { can } from '../infra/auth/authorize.ts';
+import { systemDecider, systemStream, type AuthKind } from '../domain/jobs.ts';
+import { requirePrincipal, requireProjectAccess, requireResourceAccess } from '../infra/auth/authenticate.ts';
 import type { ProjectPermission } from '../infra/auth/permissions.ts';
 import type { Principal } from '../infra/auth/principal.ts';
-import { setEtag, withIfMatch } from '../infra/http/conditional.ts';
+import { withIfMatch } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid, ValidationError } from '../infra/http/validate.ts';
 import type { Vault } from '../infra/vault.ts';
-import { commandContext, PlainText, settle, type CommandKit } from './commandRoute.ts';
-import { createCommandHandler, type CommandContext, type CommandResult } from './handleCommand.ts';
+import { commandContext, PlainText, settle, type CommandKit, answerResource } from './commandRoute.ts';
+import { streamCommandRunner, type AnyCommandResult } from './handleCommand.ts';
 import { jobEventSchemas } from './jobSchemas.ts';
 import { Address, Labels } from './monitoringSchemas.ts';
 import { requireProject } from './nodes.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
-type AnyResult = CommandResult<unknown, { type: string; data: Record<string, unknown> }>;
 
 /** The system row the commands and the runner need (read side, handed in by the composition root). */
 export type SystemRow = {
@@ -103,26 +101,17 @@ const systemNotFound = (id: string) => new DomainError('SYSTEM_NOT_FOUND', `syst
 /** The system, if visible (404 otherwise), and 403 without `permission` in its project. */
 export const requireSystem = async (views: Pick<SystemViews, 'system'>, principal: Principal, id: string, permission: ProjectPermission) => {
   const found = await views.system(id);
-  if (!found || !canSeeProject(principal, found.project)) throw systemNotFound(id);
-  if (!can(principal, permission, found.project)) throw forbidden(`this needs the permission ${permission} in project ${found.project}`);
+  if (!found) throw systemNotFound(id);
+  requireResourceAccess(principal, found.project, permission, () => systemNotFound(id));
   return found;
 };
 
-export const systemCommandRunner = (store: CommandKit['store']) => {
-  const handle = createCommandHandler(store, jobEventSchemas);
-  return async (systemId: string, command: SystemCommand, ctx: CommandContext, expected?: bigint) =>
-    (await handle(systemDecider, systemStream(systemId), command, ctx, expected === undefined ? {} : { expectedRevision: expected })) as AnyResult;
-};
+export const systemCommandRunner = (store: CommandKit['store']) => streamCommandRunner(store, jobEventSchemas, systemDecider, systemStream);
 
 export const systemCommandRoutes = (routes: Routes, deps: SystemCommandDeps): void => {
   const run = systemCommandRunner(deps.store);
-  const answer = async (res: Response, id: string, status: number) => {
-    const found = await deps.views.system(id);
-    if (!found) throw systemNotFound(id);
-    setEtag(res, found.revision);
-    if (status === 201) res.setHeader('Location', `/api/v1/systems/${id}`);
-    res.status(status).json(found.view);
-  };
+  const answer = async (res: Response, id: string, status: number) =>
+    answerResource(res, await deps.views.system(id), { status, location: `/api/v1/systems/${id}`, notFound: () => systemNotFound(id) });
 
   routes.post({
     path: '/systems', summary: 'Register an SSH system', tags: ['systems'], auth: true,
@@ -134,7 +123,7 @@ export const systemCommandRoutes = (routes: Routes, deps: SystemCommandDeps): vo
     checkKey(body.auth, 'auth');
     const systemId = randomUUID();
     const credentialRef = await storeCredentials(deps.vault, systemId, body.auth);
-    let result: AnyResult;
+    let result: AnyCommandResult;
     try {
       result = await run(systemId, { type: 'RegisterSystem', data: {
         systemId, name: body.name, project: body.project, hostname: body.hostname, port: body.port, systemType: body.system_type,
@@ -164,7 +153,7 @@ export const systemCommandRoutes = (routes: Routes, deps: SystemCommandDeps): vo
       ...rest, systemType: system_type, isActive: is_active,
       ...(auth ? { authKind: authKindOf(auth), credentialRef } : {}),
     }).filter(([, v]) => v !== undefined));
-    let result: AnyResult;
+    let result: AnyCommandResult;
     try {
       result = await withIfMatch(req, (expected) =>
         run(params.id, { type: 'UpdateSystem', data: { systemId: params.id, ...changes } }, commandContext(req, res, found.project), expected));
@@ -209,7 +198,7 @@ export const systemCommandRoutes = (routes: Routes, deps: SystemCommandDeps): vo
     const found = await requireSystem(deps.views, requirePrincipal(res), params.id, 'systems:write');
     const outcome = await deps.testSystem(found.row);
     const ctx = commandContext(req, res, found.project);
-    const results: AnyResult[] = [await run(params.id, { type: 'RecordSystemCheck', data: {
+    const results: AnyCommandResult[] = [await run(params.id, { type: 'RecordSystemCheck', data: {
       systemId: params.id, healthy: outcome.success, checkedAt: new Date().toISOString(),
       responseTimeMs: outcome.success ? outcome.responseTimeMs : null, error: outcome.success ? null : outcome.error,
     } }, ctx)];

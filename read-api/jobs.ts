@@ -6,9 +6,8 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
 import { z } from 'zod';
 import { AppError } from '../infra/errors.ts';
-import { canSeeProject, requirePrincipal } from '../infra/auth/authenticate.ts';
+import { requirePrincipal } from '../infra/auth/authenticate.ts';
 import { can, visibleProjects } from '../infra/auth/authorize.ts';
-import type { ProjectPermission } from '../infra/auth/permissions.ts';
 import type { Principal } from '../infra/auth/principal.ts';
 import { nextCronRun } from '../infra/cron.ts';
 import type { JobTemplatesTable, SystemsTable, Tables } from '../infra/db/tables.ts';
@@ -182,13 +181,6 @@ export const OutputQuery = z.strictObject({
   cursor: z.string().min(1).max(200).optional(),
 });
 
-/** The caller's projects for `permission`, narrowed to `project` when given; [] when none. */
-const projectsFor = (principal: Principal, permission: ProjectPermission, project?: string): readonly string[] | 'all' => {
-  const visible = visibleProjects(principal, permission);
-  if (!project) return visible;
-  return visible === 'all' || visible.includes(project) ? [project] : [];
-};
-
 /** Output cursor, opaque to clients: the seq of the last chunk handed out. */
 const encodeCursor = (seq: number) => Buffer.from(`o:${seq}`).toString('base64url');
 const decodeCursor = (cursor: string): number => {
@@ -279,7 +271,7 @@ export const jobQueries = (db: Kysely<Tables>, opts: { now?: () => Date } = {}) 
     },
 
     async listSystems(principal: Principal, f: SystemFilters) {
-      let q = systemsIn(projectsFor(principal, 'systems:read', f.project));
+      let q = systemsIn(visibleProjects(principal, 'systems:read', f.project));
       if (f.active) q = q.where('is_active', '=', f.active === 'true');
       if (f.system_type) q = q.where('system_type', '=', f.system_type);
       const labels = parseLabels(f.label);
@@ -329,7 +321,7 @@ export const jobQueries = (db: Kysely<Tables>, opts: { now?: () => Date } = {}) 
     },
 
     async listJobs(principal: Principal, f: JobFilters) {
-      let q = jobsIn(projectsFor(principal, 'jobs:read', f.project));
+      let q = jobsIn(visibleProjects(principal, 'jobs:read', f.project));
       if (f.status) q = q.where('status', '=', f.status);
       if (f.created_by) q = q.where('created_by', '=', f.created_by);
       const [rows, count] = await Promise.all([
@@ -375,7 +367,7 @@ export const jobQueries = (db: Kysely<Tables>, opts: { now?: () => Date } = {}) 
     },
 
     async listTemplates(principal: Principal, p: Pagination & { project?: string | undefined }) {
-      const q = templatesIn(projectsFor(principal, 'jobs:read', p.project));
+      const q = templatesIn(visibleProjects(principal, 'jobs:read', p.project));
       const [rows, count] = await Promise.all([
         q.selectAll().orderBy('project').orderBy('name').orderBy('id').limit(p.limit).offset(p.offset).execute(),
         q.select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
@@ -433,8 +425,6 @@ const ProjectPage = Pagination.extend({ project: Slug.optional() });
 const notFound = (what: string, id: string, code: string) => new AppError(code, `${what} ${id} not found`);
 
 /** 404 unless the caller may do `permission` (a read) in `project`. */
-const readable = (principal: Principal, permission: ProjectPermission, project: string) =>
-  canSeeProject(principal, project) && can(principal, permission, project);
 
 export type JobReadDeps = {
   db: Kysely<Tables>;
@@ -448,7 +438,7 @@ export const jobReadRoutes = (routes: Routes, deps: JobReadDeps): JobQueries => 
 
   const requireJobRead = async (res: Parameters<typeof requirePrincipal>[0], id: string) => {
     const found = await q.job(id);
-    if (!found || !readable(requirePrincipal(res), 'jobs:read', found.project)) throw notFound('job', id, 'JOB_NOT_FOUND');
+    if (!found || !can(requirePrincipal(res), 'jobs:read', found.project)) throw notFound('job', id, 'JOB_NOT_FOUND');
     return found;
   };
 
@@ -467,7 +457,7 @@ export const jobReadRoutes = (routes: Routes, deps: JobReadDeps): JobQueries => 
     params: IdParams, responses: { 200: { body: SystemView, headers: { ETag: 'the system’s revision' } }, 404: 'no such system (or not visible to you)' },
   }, async ({ params }, _req, res) => {
     const found = await q.system(params.id);
-    if (!found || !readable(requirePrincipal(res), 'systems:read', found.project)) throw notFound('system', params.id, 'SYSTEM_NOT_FOUND');
+    if (!found || !can(requirePrincipal(res), 'systems:read', found.project)) throw notFound('system', params.id, 'SYSTEM_NOT_FOUND');
     setEtag(res, found.revision);
     res.json(found.view);
   });
@@ -501,10 +491,10 @@ export const jobReadRoutes = (routes: Routes, deps: JobReadDeps): JobQueries => 
   }, async ({ params, query }, _req, res) => {
     const principal = requirePrincipal(res);
     const execution = await q.execution(params.id, params.execution_id);
-    if (!execution || !readable(principal, 'jobs:read', execution.project)) {
+    if (!execution || !can(principal, 'jobs:read', execution.project)) {
       // Say which one is missing only to a caller who may see the job.
       const job = execution ? null : await q.jobRef(params.id);
-      if (job && readable(principal, 'jobs:read', job.project)) throw notFound('execution', params.execution_id, 'EXECUTION_NOT_FOUND');
+      if (job && can(principal, 'jobs:read', job.project)) throw notFound('execution', params.execution_id, 'EXECUTION_NOT_FOUND');
       throw notFound('job', params.id, 'JOB_NOT_FOUND');
     }
     const running = execution.status === 'pending' || execution.status === 'running';
@@ -526,7 +516,7 @@ export const jobReadRoutes = (routes: Routes, deps: JobReadDeps): JobQueries => 
     params: IdParams, responses: { 200: { body: TemplateView, headers: { ETag: 'the template’s revision' } }, 404: 'no such template (or not visible to you)' },
   }, async ({ params }, _req, res) => {
     const found = await q.template(params.id);
-    if (!found || !readable(requirePrincipal(res), 'jobs:read', found.project)) throw notFound('job template', params.id, 'TEMPLATE_NOT_FOUND');
+    if (!found || !can(requirePrincipal(res), 'jobs:read', found.project)) throw notFound('job template', params.id, 'TEMPLATE_NOT_FOUND');
     setEtag(res, found.revision);
     res.json(found.view);
   });

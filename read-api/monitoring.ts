@@ -4,9 +4,8 @@
 import { sql, type Kysely } from 'kysely';
 import { z } from 'zod';
 import { AppError } from '../infra/errors.ts';
-import { canSeeProject, requirePrincipal } from '../infra/auth/authenticate.ts';
+import { requirePrincipal } from '../infra/auth/authenticate.ts';
 import { can, visibleProjects } from '../infra/auth/authorize.ts';
-import type { ProjectPermission } from '../infra/auth/permissions.ts';
 import type { Principal } from '../infra/auth/principal.ts';
 import type { Tables } from '../infra/db/tables.ts';
 import { createEpochCache, noCache, type EpochCache } from '../infra/epochCache.ts';
@@ -130,13 +129,6 @@ export const inProjects = (projects: readonly string[]): string[] => (projects.l
 
 const notFound = (what: string, id: string, code: string) => new AppError(code, `${what} ${id} not found`);
 
-/** The caller's projects for `permission`, narrowed to `project` when given; [] when none. */
-const projectsFor = (principal: Principal, permission: ProjectPermission, project?: string): readonly string[] | 'all' => {
-  const visible = visibleProjects(principal, permission);
-  if (!project) return visible;
-  return visible === 'all' || visible.includes(project) ? [project] : [];
-};
-
 export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nodeId: string; name: string; project: string; decommissioned: boolean } | null> = noCache()) => {
   const nodesQuery = (projects: readonly string[] | 'all') => {
     let q = db.selectFrom('nodes as n').innerJoin('node_status as s', 's.node_id', 'n.id');
@@ -166,7 +158,7 @@ export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nod
       return row ? { view: toNodeView(row), revision: BigInt(row.revision) } : null;
     },
     async listNodes(principal: Principal, f: NodeFilters) {
-      const q = filtered(nodesQuery(projectsFor(principal, 'nodes:read', f.project)), f);
+      const q = filtered(nodesQuery(visibleProjects(principal, 'nodes:read', f.project)), f);
       const [rows, count] = await Promise.all([
         selectNodes(q.orderBy('n.project').orderBy('n.name').limit(f.limit).offset(f.offset)),
         q.select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
@@ -174,7 +166,7 @@ export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nod
       return page(rows.map(toNodeView), count.n, f);
     },
     async summary(principal: Principal, project?: string) {
-      const projects = projectsFor(principal, 'nodes:read', project);
+      const projects = visibleProjects(principal, 'nodes:read', project);
       const counts = await nodesQuery(projects).where('n.decommissioned', '=', false)
         .select([effectiveStatus.as('status'), (eb) => eb.fn.countAll<string>().as('n')]).groupBy(sql`1`).execute();
       let groups = db.selectFrom('node_groups').select(['id', 'name', 'project', 'online', 'min_online', 'status']).where('deleted', '=', false);
@@ -195,7 +187,7 @@ export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nod
       return g ? { view: toGroupView(g), revision: BigInt(g.revision), project: g.project } : null;
     },
     async listGroups(principal: Principal, p: Pagination & { project?: string | undefined }) {
-      const projects = projectsFor(principal, 'nodes:read', p.project);
+      const projects = visibleProjects(principal, 'nodes:read', p.project);
       let q = db.selectFrom('node_groups').where('deleted', '=', false);
       if (projects !== 'all') q = q.where('project', 'in', inProjects(projects));
       const [rows, count] = await Promise.all([
@@ -210,7 +202,7 @@ export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nod
       return { view: await channelView(db, c), project: c.project };
     },
     async listChannels(principal: Principal, p: Pagination & { project?: string | undefined }) {
-      const projects = projectsFor(principal, 'nodes:read', p.project);
+      const projects = visibleProjects(principal, 'nodes:read', p.project);
       let q = db.selectFrom('alert_channels').where('deleted', '=', false);
       if (projects !== 'all') q = q.where('project', 'in', inProjects(projects));
       const [rows, count] = await Promise.all([
@@ -266,8 +258,6 @@ const HistoryQuery = z.strictObject({
 const IdParams = z.object({ id: Uuid });
 const ProjectPage = Pagination.extend({ project: Slug.optional() });
 
-/** 404 unless the caller may read nodes in `project`. */
-const readable = (principal: Principal, project: string) => canSeeProject(principal, project) && can(principal, 'nodes:read', project);
 
 export const monitoringReadRoutes = (routes: Routes, deps: { db: Kysely<Tables>; lifecycleEpoch?: () => number; now?: () => number }): MonitoringQueries => {
   const { db } = deps;
@@ -276,7 +266,7 @@ export const monitoringReadRoutes = (routes: Routes, deps: { db: Kysely<Tables>;
 
   const requireNodeRead = async (res: Parameters<typeof requirePrincipal>[0], id: string) => {
     const found = await q.node(id);
-    if (!found || !readable(requirePrincipal(res), found.view.project)) throw notFound('node', id, 'NODE_NOT_FOUND');
+    if (!found || !can(requirePrincipal(res), 'nodes:read', found.view.project)) throw notFound('node', id, 'NODE_NOT_FOUND');
     return found;
   };
 
@@ -347,7 +337,7 @@ export const monitoringReadRoutes = (routes: Routes, deps: { db: Kysely<Tables>;
     params: IdParams, responses: { 200: { body: GroupView, headers: { ETag: 'the group’s revision' } }, 404: 'no such group (or not visible to you)' },
   }, async ({ params }, _req, res) => {
     const found = await q.group(params.id);
-    if (!found || !readable(requirePrincipal(res), found.project)) throw notFound('group', params.id, 'GROUP_NOT_FOUND');
+    if (!found || !can(requirePrincipal(res), 'nodes:read', found.project)) throw notFound('group', params.id, 'GROUP_NOT_FOUND');
     setEtag(res, found.revision);
     res.json(found.view);
   });

@@ -4,7 +4,7 @@
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import { floorTo, STAT_BUCKETS, type StatBucket } from '../infra/timeBuckets.ts';
-import { canSeeProject, requirePrincipal } from '../infra/auth/authenticate.ts';
+import { requirePrincipal } from '../infra/auth/authenticate.ts';
 import { can, visibleProjects } from '../infra/auth/authorize.ts';
 import type { Principal } from '../infra/auth/principal.ts';
 import type { Tables } from '../infra/db/tables.ts';
@@ -70,21 +70,15 @@ const isoOf = (ms: number) => new Date(ms).toISOString();
 export const monitoringStatsRoutes = (routes: Routes, deps: { db: Kysely<Tables>; now?: () => number }): void => {
   const { db } = deps;
   const now = deps.now ?? Date.now;
-  const readable = (principal: Principal, project: string) => canSeeProject(principal, project) && can(principal, 'nodes:read', project);
 
   const nodeProject = async (principal: Principal, id: string) => {
     const n = await db.selectFrom('nodes').select('project').where('id', '=', id).executeTakeFirst();
-    if (!n || !readable(principal, n.project)) throw new AppError('NODE_NOT_FOUND', `node ${id} not found`);
+    if (!n || !can(principal, 'nodes:read', n.project)) throw new AppError('NODE_NOT_FOUND', `node ${id} not found`);
   };
   const visibleGroup = async (principal: Principal, id: string) => {
     const g = await db.selectFrom('node_groups').select(['id', 'name', 'project', 'total']).where('id', '=', id).where('deleted', '=', false).executeTakeFirst();
-    if (!g || !readable(principal, g.project)) throw new AppError('GROUP_NOT_FOUND', `group ${id} not found`);
+    if (!g || !can(principal, 'nodes:read', g.project)) throw new AppError('GROUP_NOT_FOUND', `group ${id} not found`);
     return g;
-  };
-  const visibleProjectFilter = (principal: Principal, project?: string) => {
-    const v = visibleProjects(principal, 'nodes:read');
-    const list = project ? (v === 'all' || v.includes(project) ? [project] : []) : v;
-    return list;
   };
 
   routes.get({
@@ -112,7 +106,7 @@ export const monitoringStatsRoutes = (routes: Routes, deps: { db: Kysely<Tables>
       res.json({ ...base, nodes: g.total, ...tt, unknown_ms: aligned.to - aligned.from - tt.up_ms - tt.down_ms });
       return;
     }
-    const projects = visibleProjectFilter(principal, query.project);
+    const projects = visibleProjects(principal, 'nodes:read', query.project);
     let q = db.selectFrom('nodes').select('id').where('decommissioned', '=', false).limit(MAX_NODES_OVERALL);
     if (projects !== 'all') q = q.where('project', 'in', inProjects(projects));
     const ids = (await q.execute()).map((r) => r.id);
@@ -136,7 +130,7 @@ export const monitoringStatsRoutes = (routes: Routes, deps: { db: Kysely<Tables>
       groups = [{ id, name, project }];
     }
     else {
-      const projects = visibleProjectFilter(principal, query.project);
+      const projects = visibleProjects(principal, 'nodes:read', query.project);
       let q = db.selectFrom('node_groups').select(['id', 'name', 'project']).where('deleted', '=', false).orderBy('project').orderBy('name').limit(100);
       if (projects !== 'all') q = q.where('project', 'in', inProjects(projects));
       groups = await q.execute();
@@ -183,7 +177,7 @@ export const monitoringStatsRoutes = (routes: Routes, deps: { db: Kysely<Tables>
       await nodeProject(principal, query.node_id);
       q = q.where('r.node_id', '=', query.node_id);
     } else {
-      const projects = visibleProjectFilter(principal, query.project);
+      const projects = visibleProjects(principal, 'nodes:read', query.project);
       if (projects !== 'all') {
         q = q.innerJoin('nodes as n', 'n.id', 'r.node_id').where('n.project', 'in', inProjects(projects));
       }

@@ -269,9 +269,16 @@ export const projectNotFound = (project: string) => new AppError('PROJECT_NOT_FO
  * project (never 403: that would confirm it exists), 403 when it can but may not do
  * `permission` (if given).
  */
-export const requireProjectAccess = (res: Response, project: string, permission?: ProjectPermission): Principal => {
-  const principal = requirePrincipal(res);
-  if (!canSeeProject(principal, project)) throw projectNotFound(project);
+export const requireProjectAccess = (res: Response, project: string, permission?: ProjectPermission): Principal =>
+  requireResourceAccess(requirePrincipal(res), project, permission, () => projectNotFound(project));
+
+/**
+ * For a resource in a project (a node, a system, a job…): `notFound()` when the caller
+ * cannot see the project (a hidden resource looks missing), 403 when it can but may not do
+ * `permission` there.
+ */
+export const requireResourceAccess = (principal: Principal, project: string, permission: ProjectPermission | undefined, notFound: () => Error): Principal => {
+  if (!canSeeProject(principal, project)) throw notFound();
   if (permission && !can(principal, permission, project)) throw forbidden(`this needs the permission ${permission} in project ${project}`);
   return principal;
 };

@@ -18,8 +18,12 @@ export const can = (principal: Principal | null, permission: Permission, project
   return role !== undefined && ROLE_PERMISSIONS[role].has(permission as ProjectPermission);
 };
 
-/** The projects in which the principal may do `permission`; 'all' for a global admin without a pin. */
-export const visibleProjects = (principal: Principal, permission: ProjectPermission): readonly string[] | 'all' => {
+/**
+ * The projects in which the principal may do `permission`; 'all' for a global admin without
+ * a pin. With `only`, narrowed to that one project (or none).
+ */
+export const visibleProjects = (principal: Principal, permission: ProjectPermission, only?: string): readonly string[] | 'all' => {
+  if (only !== undefined) return can(principal, permission, only) ? [only] : [];
   if (!scoped(principal, permission)) return [];
   if (principal.role === 'admin') return principal.projectPin ? [principal.projectPin] : 'all';
   return Object.keys(principal.memberships).filter((p) => can(principal, permission, p));
