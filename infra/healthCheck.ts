@@ -4,6 +4,9 @@
 // stack. Every socket it opens is closed before it resolves, whichever way it ends.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { describeNetworkCode, errorChain, networkErrorCode } from './networkErrors.ts';
+
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null;
 
 export type CheckSpec =
   | { type: 'http'; url: string; expectStatus: number | null; timeoutMs: number }
@@ -61,26 +64,6 @@ const deadline = (timeoutMs: number, outer: AbortSignal | undefined): Deadline =
 
 // ---- errors -------------------------------------------------------------------------------
 
-const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null;
-
-// fetch wraps the socket's error in `cause`, and a dual-stack connect in an AggregateError.
-const errorChain = (err: unknown): unknown[] => {
-  const out: unknown[] = [];
-  const visit = (e: unknown, depth: number) => {
-    if (!isObject(e) || depth > 5) return;
-    out.push(e);
-    if (Array.isArray(e['errors'])) for (const inner of e['errors']) visit(inner, depth + 1);
-    visit(e['cause'], depth + 1);
-  };
-  visit(err, 0);
-  return out;
-};
-
-const firstString = (chain: unknown[], key: string): string | null => {
-  for (const e of chain) if (isObject(e) && typeof e[key] === 'string' && e[key] !== '') return e[key];
-  return null;
-};
-
 const shortLine = (s: string): string => {
   const line = s.split('\n')[0]!.trim();
   return line.length > MAX_ERROR_LENGTH ? `${line.slice(0, MAX_ERROR_LENGTH - 1)}…` : line;
@@ -88,27 +71,11 @@ const shortLine = (s: string): string => {
 
 /** What went wrong, for a person: by error code where we know it, else the innermost message. */
 export const describeError = (err: unknown, host?: string): string => {
-  const chain = errorChain(err);
-  const code = firstString(chain, 'code');
-  switch (code) {
-    case 'ECONNREFUSED': return 'connection refused';
-    case 'ECONNRESET': return 'connection reset by the server';
-    case 'EPIPE':
-    case 'UND_ERR_SOCKET': return 'connection closed by the server';
-    case 'ENOTFOUND': return host ? `host not found: ${host}` : 'host not found';
-    case 'EAI_AGAIN': return host ? `DNS lookup failed (temporary) for ${host}` : 'DNS lookup failed (temporary)';
-    case 'EHOSTUNREACH': return 'host unreachable';
-    case 'ENETUNREACH': return 'network unreachable';
-    case 'ETIMEDOUT':
-    case 'UND_ERR_CONNECT_TIMEOUT': return 'connect timed out';
-    case 'ERR_INVALID_URL': return 'invalid URL';
-    default: break;
-  }
-  const messages = chain.flatMap((e) => (isObject(e) && typeof e['message'] === 'string' && e['message'] ? [e['message']] : []));
+  const known = describeNetworkCode(networkErrorCode(err), host);
+  if (known) return known;
+  const messages = errorChain(err).flatMap((e) => (typeof e['message'] === 'string' && e['message'] ? [e['message']] : []));
   // The outermost message of a failed fetch is only "fetch failed"; the innermost says why.
-  const message = messages.at(-1) ?? (typeof err === 'string' ? err : 'unknown error');
-  if (code && /CERT|TLS|SSL/.test(code)) return shortLine(`TLS: ${message}`);
-  return shortLine(message);
+  return shortLine(messages.at(-1) ?? (typeof err === 'string' ? err : 'unknown error'));
 };
 
 const failure = (err: unknown, d: Deadline, host?: string): string => {

@@ -2,6 +2,7 @@
 // never throws and never waits longer than its timeout. workers/alertNotifier.ts sends
 // with it; receivers (and our docs and tests) check with verifyWebhook.
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { describeNetworkCode, networkErrorCode } from './networkErrors.ts';
 
 /** The headers of every delivery, lower-case, so that senders, docs and tests spell them alike. */
 export const WEBHOOK_HEADERS = {
@@ -157,26 +158,12 @@ const drain = async (res: Response): Promise<void> => {
   }
 };
 
-// fetch's own messages repeat the URL (credentials and query included); these never do.
-const CODES: Record<string, string> = {
-  ECONNREFUSED: 'connection refused',
-  ECONNRESET: 'connection reset',
-  EPIPE: 'connection reset',
-  UND_ERR_SOCKET: 'connection closed by the receiver',
-  ENOTFOUND: 'host not found',
-  EAI_AGAIN: 'host name lookup failed',
-  EHOSTUNREACH: 'host unreachable',
-  ENETUNREACH: 'network unreachable',
-  ETIMEDOUT: 'connection timed out',
-  UND_ERR_CONNECT_TIMEOUT: 'connection timed out',
-  UND_ERR_HEADERS_TIMEOUT: 'timed out waiting for the response headers',
-};
-
+// By code only (infra/networkErrors.ts): fetch's own messages repeat the URL, credentials
+// and query included.
 const describeFailure = (err: unknown): string => {
-  const cause = err instanceof Error && err.cause instanceof Error ? err.cause : null;
-  const code = cause && 'code' in cause && typeof cause.code === 'string' ? cause.code : null;
-  if (code !== null && CODES[code]) return CODES[code];
-  if (code !== null && /CERT|TLS|SSL/.test(code)) return `TLS error (${code})`;
-  if (cause?.message === 'bad port') return 'port not allowed';
+  const code = networkErrorCode(err);
+  const known = describeNetworkCode(code);
+  if (known) return known;
+  if (err instanceof Error && err.cause instanceof Error && err.cause.message === 'bad port') return 'port not allowed';
   return code !== null && /^[A-Z0-9_]{2,40}$/.test(code) ? `request failed (${code})` : 'request failed';
 };
