@@ -1,36 +1,21 @@
 // One check of a node, against real HTTP and TCP servers on loopback.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import net from 'node:net';
 import { expect } from 'chai';
 import { runCheck } from '../../infra/healthCheck.ts';
+import { closedPort, loopbackServers } from '../support/nodeServers.ts';
 import { waitFor } from '../support/waitFor.ts';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-const servers: Array<Server | net.Server> = [];
-
-const listen = async <S extends Server | net.Server>(server: S): Promise<{ server: S; port: number }> => {
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { server, port: (server.address() as net.AddressInfo).port };
-};
-
-const httpServer = async (handler: Handler) => {
-  const { server, port } = await listen(createServer(handler));
-  return { server, port, url: `http://127.0.0.1:${port}/health` };
-};
+const loop = loopbackServers();
+const listen = loop.listen;
+const httpServer = loop.http;
+/** A port nothing listens on. */
+const freePort = closedPort;
 
 const json = (body: unknown, status = 200): Handler => (_req, res) => {
   res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-};
-
-/** A port nothing listens on: listened on, then closed. */
-const freePort = async (): Promise<number> => {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 };
 
 const connections = (server: net.Server): Promise<number> =>
@@ -50,12 +35,7 @@ const hanging = () => {
 const http = (url: string, o: { expectStatus?: number | null; timeoutMs?: number } = {}) =>
   ({ type: 'http' as const, url, expectStatus: o.expectStatus ?? null, timeoutMs: o.timeoutMs ?? 2000 });
 
-afterEach(async () => {
-  for (const s of servers.splice(0)) {
-    if ('closeAllConnections' in s) s.closeAllConnections();
-    await new Promise<void>((resolve) => s.close(() => resolve()));
-  }
-});
+afterEach(() => loop.closeAll());
 
 describe('health check', () => {
   describe('http', () => {

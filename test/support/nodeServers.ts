@@ -11,6 +11,25 @@ const closeServer = async (server: Server | TcpServer) => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
 };
 
+/** Servers a test file starts on 127.0.0.1 (port 0), closed together by closeAll() (in an afterEach). */
+export const loopbackServers = () => {
+  const servers: Array<Server | TcpServer> = [];
+  const listen = async <S extends Server | TcpServer>(server: S): Promise<{ server: S; port: number }> => {
+    servers.push(server);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return { server, port: (server.address() as AddressInfo).port };
+  };
+  return {
+    listen,
+    async http(handler: RequestListener) {
+      const { server, port } = await listen(createServer(handler));
+      return { server, port, url: `http://127.0.0.1:${port}/health` };
+    },
+    closeAll: async () => void (await Promise.all(servers.splice(0).map(closeServer))),
+  };
+};
+
 /** An HTTP server on 127.0.0.1 answering every request with `handler`. */
 export const httpNode = async (handler: RequestListener): Promise<NodeServer> => {
   let hits = 0;

@@ -1,30 +1,20 @@
 // The poller against real loopback servers as nodes, with its records kept in memory and
 // its clock in the test's hands.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import net from 'node:net';
 import { expect } from 'chai';
 import type { Check } from '../../domain/monitoring.ts';
 import { createPoller, type PolledSnapshot, type PollerDeps, type PollTarget } from '../../workers/poller.ts';
+import { closedPort, loopbackServers } from '../support/nodeServers.ts';
 import { waitFor } from '../support/waitFor.ts';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-const servers: Array<Server | net.Server> = [];
 const stops: Array<() => Promise<void>> = [];
-
-const listen = async (server: Server | net.Server): Promise<number> => {
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return (server.address() as net.AddressInfo).port;
-};
-const httpNode = async (handler: Handler): Promise<string> => `http://127.0.0.1:${await listen(createServer(handler))}/health`;
-const freePort = async (): Promise<number> => {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-};
+const loop = loopbackServers();
+const listen = async (server: Server | net.Server): Promise<number> => (await loop.listen(server)).port;
+const httpNode = async (handler: Handler): Promise<string> => (await loop.http(handler)).url;
+const freePort = closedPort;
 
 const check = (o: Partial<Check> & Pick<Check, 'type'>): Check =>
   ({ url: null, port: null, expectStatus: null, timeoutMs: 2000, intervalS: null, retries: 0, ...o });
@@ -54,10 +44,7 @@ const setup = (targets: PollTarget[], o: Partial<PollerDeps> = {}) => {
 
 afterEach(async () => {
   for (const stop of stops.splice(0)) await stop();
-  for (const s of servers.splice(0)) {
-    if ('closeAllConnections' in s) s.closeAllConnections();
-    await new Promise<void>((resolve) => s.close(() => resolve()));
-  }
+  await loop.closeAll();
 });
 
 describe('poller', () => {
