@@ -108,10 +108,26 @@ export const startApp = async (env: Record<string, string> = {}): Promise<App> =
 };
 
 // ---- wrk -------------------------------------------------------------------------------------
-type WrkResult = { rps: number; requests: number; non2xx: number; socketErrors: string | null; okRps: number };
+export type WrkResult = { rps: number; requests: number; non2xx: number; socketErrors: string | null; okRps: number; /** with `latency` */ p99Ms: number | null };
 
-const runWrk = (url: string, seconds: number, opts: { headers?: string[]; script?: string } = {}): WrkResult => {
-  const args = [`-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`];
+const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
+
+/**
+ * Lua for wrk scripts that pick at random: each thread gets its own `id` and seed, so the
+ * threads do not all walk the same sequence.
+ */
+export const LUA_PER_THREAD_SEED = `local counter = 0
+setup = function(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+init = function(args)
+  math.randomseed(os.time() * 100 + (id or 0))
+end`;
+
+/** wrk -t2 -c50 for `seconds`; with `latency`, also the p99 from wrk's latency distribution. */
+export const runWrk = (url: string, seconds: number, opts: { headers?: string[]; script?: string; latency?: boolean } = {}): WrkResult => {
+  const args = [`-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`, ...(opts.latency ? ['--latency'] : [])];
   for (const h of opts.headers ?? []) args.push('-H', h);
   if (opts.script) args.push('-s', opts.script);
   args.push(url);
@@ -123,8 +139,12 @@ const runWrk = (url: string, seconds: number, opts: { headers?: string[]; script
   const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
   const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
   const socketErrors = /Socket errors:.*/.exec(out)?.[0] ?? null;
-  if (!Number.isFinite(rps) || !Number.isFinite(requests)) throw new Error(`cannot parse wrk output:\n${out}`);
-  return { rps, requests, non2xx, socketErrors, okRps: requests > 0 ? rps * (requests - non2xx) / requests : 0 };
+  const p99 = /^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$/m.exec(out);
+  if (!Number.isFinite(rps) || !Number.isFinite(requests) || (opts.latency && !p99)) throw new Error(`cannot parse wrk output:\n${out}`);
+  return {
+    rps, requests, non2xx, socketErrors, okRps: requests > 0 ? rps * (requests - non2xx) / requests : 0,
+    p99Ms: p99 ? Number(p99[1]) * UNIT_MS[p99[2]!]! : null,
+  };
 };
 
 export const roundsOf = (ctx: BenchContext) => (ctx.quick ? 2 : Math.min(5, Math.max(3, ctx.rounds)));
@@ -190,14 +210,7 @@ wrk.method = "PATCH"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer ${app.token}"
 local n = 0
-local counter = 0
-setup = function(thread)
-  counter = counter + 1
-  thread:set("id", counter)
-end
-init = function(args)
-  math.randomseed(os.time() * 100 + (id or 0))
-end
+${LUA_PER_THREAD_SEED}
 request = function()
   n = n + 1
   local body = '{"display_name":"bench ' .. tostring(id or 0) .. ' ' .. n .. '"}'

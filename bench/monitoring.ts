@@ -18,7 +18,6 @@
 // the push path does it, so the projection sees events the app could have written.
 // uptimeYear and historyPage register their nodes through the API, stop the app, seed,
 // and start it again: the catch-up then runs alone and can be timed.
-import { spawnSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,6 +37,7 @@ import { createPostgresEventStore } from '../infra/eventStore/postgresEventStore
 import { createPoller, type PolledSnapshot, type PollTarget } from '../workers/poller.ts';
 import {
   BASELINE_LABEL, roundsOf, spawnChild, startApp, startHello, WRK_CONNECTIONS, WRK_THREADS, wrkSeconds, type App,
+  LUA_PER_THREAD_SEED, runWrk, type WrkResult,
 } from './api.ts';
 import { alternate, fmt, median, percentile, timed, type BenchContext, type BenchRow } from './harness.ts';
 
@@ -238,30 +238,11 @@ const sequential = async (n: number, op: (i: number) => Promise<Answer>): Promis
   return out;
 };
 
-// ---- wrk, with the latency distribution ----------------------------------------------------------
-
-type WrkRun = { rps: number; requests: number; non2xx: number; okRps: number; p99Ms: number; socketErrors: string | null };
-
-const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
-
-/** wrk with bench/api.ts's threads and connections, plus --latency for the p99. */
-const runWrk = (url: string, seconds: number, script?: string): WrkRun => {
-  const args = [`-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`, '--latency'];
-  if (script) args.push('-s', script);
-  args.push(url);
-  const r = spawnSync('wrk', args, { encoding: 'utf8' });
-  if (r.error) throw new Error(`wrk: ${r.error.message} (apt-get install wrk)`);
-  if (r.status !== 0) throw new Error(`wrk exited ${r.status}: ${r.stderr}${r.stdout}`);
-  const out = r.stdout;
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
-  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
-  const p99 = /^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$/m.exec(out);
-  if (!Number.isFinite(rps) || !Number.isFinite(requests) || !p99) throw new Error(`cannot parse wrk output:\n${out}`);
-  return {
-    rps, requests, non2xx, okRps: requests > 0 ? rps * (requests - non2xx) / requests : 0,
-    p99Ms: Number(p99[1]) * UNIT_MS[p99[2]!]!, socketErrors: /Socket errors:.*/.exec(out)?.[0] ?? null,
-  };
+/** wrk with its latency distribution: every run here reports a p99. */
+type WrkRun = WrkResult & { p99Ms: number };
+const latencyWrk = (url: string, seconds: number, script?: string): WrkRun => {
+  const r = runWrk(url, seconds, { latency: true, ...(script ? { script } : {}) });
+  return { ...r, p99Ms: r.p99Ms! };
 };
 
 // ---- snapshotPush ------------------------------------------------------------------------------
@@ -277,14 +258,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer ${token}"
 wrk.body = '${PUSH_BODY}'
 local ids = { ${ids.map((id) => `"${id}"`).join(', ')} }
-local counter = 0
-setup = function(thread)
-  counter = counter + 1
-  thread:set("id", counter)
-end
-init = function(args)
-  math.randomseed(os.time() * 100 + (id or 0))
-end
+${LUA_PER_THREAD_SEED}
 request = function()
   return wrk.format(nil, "/api/v1/nodes/" .. ids[math.random(1, #ids)] .. "/snapshots")
 end
@@ -306,12 +280,12 @@ const pushFlavour = async (ctx: BenchContext, flavour: string, env: Record<strin
     const all: WrkRun[] = [];
     let r: { baseline: WrkRun[]; ours: WrkRun[] };
     try {
-      runWrk(`${hello.url}/`, 1);
-      all.push(runWrk(app.url, 1, script));
+      latencyWrk(`${hello.url}/`, 1);
+      all.push(latencyWrk(app.url, 1, script));
       r = await alternate(roundsOf(ctx),
-        async () => runWrk(`${hello.url}/`, wrkSeconds(ctx)),
+        async () => latencyWrk(`${hello.url}/`, wrkSeconds(ctx)),
         async () => {
-          const o = runWrk(app.url, wrkSeconds(ctx), script);
+          const o = latencyWrk(app.url, wrkSeconds(ctx), script);
           all.push(o);
           return o;
         },

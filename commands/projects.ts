@@ -21,7 +21,7 @@ import { setEtag, withIfMatch } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { Slug, Uuid } from '../infra/http/validate.ts';
 import { commandContext, PlainText, settle, type CommandKit } from './commandRoute.ts';
-import { createCommandHandler, type CommandContext, type CommandResult } from './handleCommand.ts';
+import { createCommandHandler, streamCommandRunner, type CommandContext, type CommandResult } from './handleCommand.ts';
 import { projectEventSchemas } from './identitySchemas.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
@@ -55,8 +55,8 @@ const handlerOf = (store: EventStore) => createCommandHandler(store, projectEven
 type AnyResult = CommandResult<unknown, { type: string; data: Record<string, unknown> }>;
 
 /** One command on a project's stream with If-Match as its expected revision (412 on a mismatch). */
-const runOnProject = async (deps: ProjectCommandDeps, slug: string, command: ProjectCommand, ctx: CommandContext, expected: bigint | undefined) =>
-  (await handlerOf(deps.store)(projectDecider, projectStream(slug), command, ctx, expected === undefined ? {} : { expectedRevision: expected })) as AnyResult;
+const runOnProject = (deps: ProjectCommandDeps, slug: string, command: ProjectCommand, ctx: CommandContext, expected: bigint | undefined) =>
+  streamCommandRunner(deps.store, projectEventSchemas, projectDecider, projectStream)(slug, command, ctx, expected);
 
 /** Creates the `default` project unless it exists (SPEC §4: it always exists). Safe to run on every start, on every instance. */
 export const ensureDefaultProject = async (store: EventStore): Promise<AnyResult | null> => {
