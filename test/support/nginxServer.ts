@@ -20,11 +20,22 @@ export type NginxServer = {
   acmeWebroot: string;
   errorLog: string;
   nginxBin: string;
-  /** Free loopback ports for the sites under test to listen on; nothing listens until a site does. */
+  /** Free loopback ports for the sites under test to listen on. A catch-all default server answers 404 on httpPort; nothing listens on httpsPort until a TLS site does. */
   httpPort: number;
   httpsPort: number;
   /** `nginx -s reload` against this instance; throws with nginx's stderr on failure. */
   reload(): void;
+  /**
+   * Runs `change` (something that reloads nginx) and resolves once every worker that was
+   * running before it has exited: `nginx -s reload` only signals the master, and until
+   * the old workers process their QUIT they still accept connections with the old
+   * configuration. Only for changes that do reload (it times out otherwise). After
+   * several reloads in a row a worker of an intermediate one may still be about: wait on
+   * the final state instead.
+   */
+  afterReload<T>(change: () => Promise<T>): Promise<T>;
+  /** The master's current worker pids. */
+  workerPids(): number[];
   /** Runs nginx with these arguments plus this instance's -c/-p (e.g. ['-t']). */
   run(args: string[]): { status: number; stderr: string };
   stop(): Promise<void>;
@@ -120,6 +131,9 @@ export const startNginxServer = async (): Promise<NginxServer> => {
     // The default (64) is too small for long host names: nginx -t would refuse a valid one.
     '  server_names_hash_bucket_size 128;',
     '  server_names_hash_max_size 4096;',
+    // A catch-all, as production needs too: a Host no site serves must not fall through
+    // to whichever site nginx happened to read first (its implicit default server).
+    `  server { listen 127.0.0.1:${httpPort} default_server; server_name _; access_log off; return 404; }`,
     `  include ${sitesDir}/*.conf;`,
     '}',
     '',
@@ -169,11 +183,11 @@ export const startNginxServer = async (): Promise<NginxServer> => {
   };
   process.on('exit', stopSync);
 
-  // Started when the pid file names our child (nothing listens until a site does).
+  // Started when the pid file names our child, it has a worker, and the catch-all answers.
   const deadline = Date.now() + 10_000;
   for (;;) {
     const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : NaN;
-    if (pid === master.pid && descendants(pid).length > 0) break;
+    if (pid === master.pid && descendants(pid).length > 0 && (await accepts(httpPort))) break;
     if (exited !== null || Date.now() > deadline) {
       const why = `${exited ?? 'no worker within 10 s'}: ${logTail()}`;
       stopSync();
@@ -192,6 +206,17 @@ export const startNginxServer = async (): Promise<NginxServer> => {
     httpPort,
     httpsPort,
     run,
+    workerPids: () => (master.pid ? descendants(master.pid) : []),
+    async afterReload<T>(change: () => Promise<T>): Promise<T> {
+      const old = master.pid ? descendants(master.pid) : [];
+      const result = await change();
+      const until = Date.now() + 10_000;
+      while (old.some(isRunning)) {
+        if (Date.now() > until) throw new Error(`old nginx workers ${old.filter(isRunning).join(', ')} still running 10 s after the reload`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      return result;
+    },
     reload() {
       const res = run(['-s', 'reload']);
       if (res.status !== 0) throw new Error(`nginx -s reload failed: ${res.stderr}`);
@@ -207,6 +232,3 @@ export const startNginxServer = async (): Promise<NginxServer> => {
     },
   };
 };
-
-/** For tests that wait for a site to come up. */
-export const portAccepts = accepts;
