@@ -1,0 +1,175 @@
+// Puts one site file in place the only safe way (SPEC §7): write it atomically, test the
+// WHOLE configuration with `nginx -t`, reload; on any failure put the previous file back
+// (or remove the new one), test again and reload, then throw NginxError with the code of
+// the step that failed. nginx therefore only ever reloads a configuration that passed
+// `nginx -t`, and one bad site never takes the others down.
+//
+// Applies to one configuration run one at a time (an in-process lock per confPath): two
+// concurrent applies would otherwise test or restore each other's half-done state.
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { NginxError, type NginxErrorCode } from './nginxError.ts';
+import { check, isProxyName } from './validateNames.ts';
+
+export type NginxTarget = {
+  sitesDir: string;
+  nginxBin: string;
+  /** The main configuration, passed to every nginx invocation as -c. */
+  confPath: string;
+  /** -p, for an instance with its own prefix (tests); omitted: nginx's compiled-in prefix. */
+  prefix?: string;
+  /** -e, where nginx logs before reading error_log; omitted: the compiled-in default. */
+  errorLog?: string;
+  /** Per nginx invocation; default 15 s. */
+  timeoutMs?: number;
+};
+
+export type ApplyResult = { name: string; path: string; changed: boolean; testOutput: string };
+
+const locks = new Map<string, Promise<unknown>>();
+
+/** Runs `task` after every earlier task for the same key has settled. */
+const serialized = <T>(key: string, task: () => Promise<T>): Promise<T> => {
+  const previous = locks.get(key) ?? Promise.resolve();
+  const run = previous.then(task, task);
+  const tail = run.catch(() => undefined);
+  locks.set(key, tail);
+  void tail.then(() => {
+    if (locks.get(key) === tail) locks.delete(key);
+  });
+  return run;
+};
+
+type NginxRun = { ok: boolean; output: string };
+
+const runNginx = (t: NginxTarget, args: string[]): Promise<NginxRun> =>
+  new Promise((resolve) => {
+    const base = [...(t.prefix ? ['-p', t.prefix] : []), '-c', t.confPath, ...(t.errorLog ? ['-e', t.errorLog] : [])];
+    execFile(t.nginxBin, [...base, ...args], { timeout: t.timeoutMs ?? 15_000, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const output = `${stderr}${stdout}`.trim();
+      resolve({ ok: !err, output: err && !output ? err.message : output });
+    });
+  });
+
+export const testConfig = (t: NginxTarget): Promise<NginxRun> => runNginx(t, ['-t']);
+export const reloadNginx = (t: NginxTarget): Promise<NginxRun> => runNginx(t, ['-s', 'reload']);
+
+const readIfExists = async (path: string): Promise<string | null> => {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+};
+
+/**
+ * Temp file in the same directory (so rename is atomic) under a name the `*.conf`
+ * include never matches, fsync'd, renamed over the target, then the directory fsync'd.
+ */
+const writeAtomically = async (dir: string, file: string, content: string): Promise<void> => {
+  const temp = join(dir, `.${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    const handle = await open(temp, 'wx', 0o644);
+    try {
+      await handle.writeFile(content, 'utf8');
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, join(dir, file));
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+  await syncDir(dir);
+};
+
+const syncDir = async (dir: string): Promise<void> => {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+};
+
+const removeIfExists = async (dir: string, file: string): Promise<void> => {
+  try {
+    await unlink(join(dir, file));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  await syncDir(dir);
+};
+
+/** Puts `previous` back (null: the file did not exist), then tests and reloads; what happened goes into the error's details. */
+const restore = async (t: NginxTarget, file: string, previous: string | null): Promise<Record<string, unknown>> => {
+  try {
+    if (previous === null) await removeIfExists(t.sitesDir, file);
+    else await writeAtomically(t.sitesDir, file, previous);
+  } catch (err) {
+    return { restored: false, restoreError: (err as Error).message };
+  }
+  const retest = await testConfig(t);
+  // Never reload what does not test clean (another site may be broken too): the running
+  // workers keep the last good configuration.
+  if (!retest.ok) return { restored: true, retestOk: false, retestOutput: retest.output };
+  const reload = await reloadNginx(t);
+  return { restored: true, retestOk: true, reloadedPrevious: reload.ok, ...(reload.ok ? {} : { reloadOutput: reload.output }) };
+};
+
+const fail = async (t: NginxTarget, file: string, previous: string | null, code: NginxErrorCode, what: string, output: string): Promise<never> => {
+  const details = await restore(t, file, previous);
+  throw new NginxError(code, `${what} for ${file}; the previous configuration was ${details.restored ? 'restored' : 'NOT restored'}`, output, details);
+};
+
+/** Installs SITES_DIR/NAME.conf with `content` (already rendered and validated) and reloads nginx. */
+export const applySite = (t: NginxTarget & { name: string; content: string }): Promise<ApplyResult> => {
+  check(isProxyName(t.name), 'name', t.name, 'a slug ([a-z0-9][a-z0-9-]{0,62})');
+  const file = `${t.name}.conf`;
+  const path = join(t.sitesDir, file);
+  return serialized(t.confPath, async () => {
+    let previous: string | null;
+    try {
+      previous = await readIfExists(path);
+    } catch (err) {
+      throw new NginxError('CONFIG_WRITE_FAILED', `cannot read the current ${file}: ${(err as Error).message}`, '');
+    }
+    try {
+      await writeAtomically(t.sitesDir, file, t.content);
+    } catch (err) {
+      // The rename is the last step that touches the target: if anything failed, the old file is intact.
+      throw new NginxError('CONFIG_WRITE_FAILED', `cannot write ${file}: ${(err as Error).message}`, '');
+    }
+    const tested = await testConfig(t);
+    if (!tested.ok) return fail(t, file, previous, 'NGINX_TEST_FAILED', 'nginx -t failed', tested.output);
+    const reloaded = await reloadNginx(t);
+    if (!reloaded.ok) return fail(t, file, previous, 'NGINX_RELOAD_FAILED', 'nginx -s reload failed', reloaded.output);
+    return { name: t.name, path, changed: previous !== t.content, testOutput: tested.output };
+  });
+};
+
+/** Removes SITES_DIR/NAME.conf (absent: nothing to do) and reloads; restores it if the result does not test or reload. */
+export const removeSite = (t: NginxTarget & { name: string }): Promise<{ name: string; removed: boolean }> => {
+  check(isProxyName(t.name), 'name', t.name, 'a slug ([a-z0-9][a-z0-9-]{0,62})');
+  const file = `${t.name}.conf`;
+  const path = join(t.sitesDir, file);
+  return serialized(t.confPath, async () => {
+    let previous: string | null;
+    try {
+      previous = await readIfExists(path);
+      if (previous === null) return { name: t.name, removed: false };
+      await removeIfExists(t.sitesDir, file);
+    } catch (err) {
+      throw new NginxError('CONFIG_WRITE_FAILED', `cannot remove ${file}: ${(err as Error).message}`, '');
+    }
+    const tested = await testConfig(t);
+    if (!tested.ok) return fail(t, file, previous, 'NGINX_TEST_FAILED', 'nginx -t failed after removing the site', tested.output);
+    const reloaded = await reloadNginx(t);
+    if (!reloaded.ok) return fail(t, file, previous, 'NGINX_RELOAD_FAILED', 'nginx -s reload failed', reloaded.output);
+    return { name: t.name, removed: true };
+  });
+};
