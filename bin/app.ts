@@ -56,6 +56,9 @@ import { createJobScheduler } from '../workers/jobScheduler.ts';
 import { nameUuid } from '../infra/ids.ts';
 import { START } from '../infra/eventStore/position.ts';
 import type { Change } from '../projections/projector.ts';
+import { proxiesProjection } from '../projections/proxies.ts';
+import { proxyDecider } from '../domain/proxies.ts';
+import { proxyRoutes, type ProxyOptions } from './proxyRoutes.ts';
 import { jobDecider, systemDecider, templateDecider } from '../domain/jobs.ts';
 import { streamCatalogProjection } from '../projections/streamCatalog.ts';
 import { healthRouter } from '../read-api/health.ts';
@@ -75,7 +78,7 @@ export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json'
 
 export const API_BASE = '/api/v1';
 
-export const projectors = [streamCatalogProjection, identityProjection, projectsProjection, monitoringProjection, jobsProjection];
+export const projectors = [streamCatalogProjection, identityProjection, projectsProjection, monitoringProjection, jobsProjection, proxiesProjection];
 
 /** The project events that change who belongs where (a principal's memberships): a project's other edits leave credentials alone. */
 const MEMBERSHIP_EVENT_TYPES = ['ProjectCreated', 'ProjectDeleted', 'MemberSet', 'MemberRemoved'] as const satisfies readonly ProjectEvent['type'][];
@@ -232,6 +235,8 @@ const foldWith = <S, C, E extends DomainEvent>(d: Decider<S, C, E>): StreamFold 
   (events) => events.reduce((s, e) => d.evolve(s, e as unknown as E), d.initialState());
 
 const NODE_LIFECYCLE: ReadonlySet<string> = new Set(NODE_LIFECYCLE_EVENT_TYPES);
+/** The read-model changes that may have queued alerts: what the alert notifier wakes up for. */
+const ALERT_CHANGE_KINDS: readonly string[] = [...STATUS_CHANGE_KINDS, 'CertificateFailed'];
 /** `node-<id>` folds by the node decider; its hot `node-<id>-snapshots` stream only counts and shows the last. */
 const nodeFold: StreamFold = (events) => {
   const snapshots = events.filter((e) => !NODE_LIFECYCLE.has(e.type));
@@ -283,9 +288,9 @@ export const monitoringRoutes: RouteInstaller = {
     const lock = (name: string) => () => ctx.kernel.database.tryAdvisoryLock(`opsledger:worker:${name}`);
     ctx.workers.register(asLeader(poller, { tryLock: lock(poller.name), logger: ctx.logger }));
     // Deliveries are claimed row by row (SKIP LOCKED): every instance may help. It wakes for
-    // status changes only (the only changes that queue alerts): waking for every change
+    // the changes that queue alerts only (status changes, certificate failures): waking for every change
     // would keep claiming without pause under a stream of snapshots.
-    const wakeups = runtime.changes$.pipe(filter((c) => STATUS_CHANGE_KINDS.includes(c.kind)));
+    const wakeups = runtime.changes$.pipe(filter((c) => ALERT_CHANGE_KINDS.includes(c.kind)));
     ctx.workers.register(createAlertNotifier({ db, vault: ctx.vault, wakeups, logger: ctx.logger }));
   },
 };
@@ -301,7 +306,7 @@ export const auditAndStreamRoutes: RouteInstaller = {
       folds: {
         user: foldWith(identityDecider), project: foldWith(projectDecider), username: foldWith(usernameDecider),
         node: nodeFold, group: foldWith(groupDecider), alert: foldWith(alertChannelDecider),
-        system: foldWith(systemDecider), job: jobFold,
+        system: foldWith(systemDecider), job: jobFold, proxy: foldWith(proxyDecider),
       },
     });
   },
@@ -416,7 +421,7 @@ export const jobRoutes: RouteInstaller = {
 };
 
 /** The modules' routes, in mounting order. Later modules append theirs here. */
-export const routeInstallers: RouteInstaller[] = [identityRoutes, projectRoutes, monitoringRoutes, jobRoutes, auditAndStreamRoutes, liveUpdates];
+export const routeInstallers: RouteInstaller[] = [identityRoutes, projectRoutes, monitoringRoutes, jobRoutes, proxyRoutes, auditAndStreamRoutes, liveUpdates];
 
 export type ServerOptions = KernelOptions & {
   /** Where the first start prints the generated admin password (default: stdout, never the logger). */
@@ -427,6 +432,8 @@ export type ServerOptions = KernelOptions & {
   extraRoutes?: readonly RouteInstaller[];
   /** Job engine timings (tests shorten them). */
   jobs?: { schedulerTickMs?: number; leaseTtlMs?: number; heartbeatMs?: number };
+  /** Proxy engine timings, the ACME server's CA and the renewal clock (tests). */
+  proxies?: ProxyOptions;
 };
 
 export type RunningServer = { server: Server; url: string; kernel: Kernel; close(): Promise<void> };

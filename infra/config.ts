@@ -55,6 +55,8 @@ export type Config = Readonly<{
   acmeDirectoryUrl: string;
   acmeEmail: string | undefined;
   acmeWebroot: string;
+  /** A PEM file of CAs to trust for the ACME server's own HTTPS (a private or test CA); unset: the system's trust. */
+  acmeCaFile: string | undefined;
   certsDir: string;
   renewBeforeDays: number;
   /** Unset: /proxies/sync answers REGISTRY_NOT_CONFIGURED unless the request names one. */
@@ -143,6 +145,7 @@ const VARS = {
   ACME_DIRECTORY_URL: url(['https', 'http']),
   ACME_EMAIL: v(z.email().optional(), 'an email address'),
   ACME_WEBROOT: path(),
+  ACME_CA_FILE: path(),
   CERTS_DIR: path(),
   RENEW_BEFORE_DAYS: integer(1, 365, 30),
   REGISTRY_URL: url(['https', 'http']),
@@ -200,7 +203,7 @@ export const loadConfig = (env: NodeJS.ProcessEnv = process.env): Config => {
     proxyListenAddress: e.PROXY_LISTEN_ADDRESS, proxyHttpPort: e.PROXY_HTTP_PORT, proxyHttpsPort: e.PROXY_HTTPS_PORT,
     healthCheckPath: e.HEALTH_CHECK_PATH, healthCheckTimeoutMs: e.HEALTH_CHECK_TIMEOUT_MS,
     acmeDirectoryUrl: e.ACME_DIRECTORY_URL ?? DEFAULT_ACME_DIRECTORY_URL, acmeEmail: e.ACME_EMAIL,
-    acmeWebroot: e.ACME_WEBROOT ?? resolve(dataDir, 'acme-webroot'), certsDir: e.CERTS_DIR ?? resolve(dataDir, 'certs'),
+    acmeWebroot: e.ACME_WEBROOT ?? resolve(dataDir, 'acme-webroot'), acmeCaFile: e.ACME_CA_FILE, certsDir: e.CERTS_DIR ?? resolve(dataDir, 'certs'),
     renewBeforeDays: e.RENEW_BEFORE_DAYS, registryUrl: e.REGISTRY_URL,
     logLevel: e.LOG_LEVEL, logStreamMaxS: e.LOG_STREAM_MAX_S,
   };

@@ -11,11 +11,12 @@
 import { sql, type Insertable, type Transaction } from 'kysely';
 import {
   alertOf, groupStatus, nextStatus, snapshotValidityMs,
-  type AlertEvent, type Check, type MonitoringEvent, type NodeStatus, type SnapshotRecorded,
+  type Check, type MonitoringEvent, type NodeStatus, type SnapshotRecorded,
 } from '../domain/monitoring.ts';
 import { splitSpan, UNIT_MS, UNITS } from '../infra/timeBuckets.ts';
 import type { Tables } from '../infra/db/tables.ts';
 import type { RecordedEvent } from '../infra/eventStore/eventStore.ts';
+import { queueAlert } from './alertOutbox.ts';
 import type { Emit, Projector } from './projector.ts';
 
 export const NODE_LIFECYCLE_EVENT_TYPES = ['NodeRegistered', 'NodeUpdated', 'NodeDecommissioned'] as const;
@@ -26,8 +27,6 @@ export const MONITORING_EVENT_TYPES: MonitoringEvent['type'][] = [
 /** The change kinds that may have queued alerts (what the alert notifier wakes up for). */
 export const STATUS_CHANGE_KINDS: readonly string[] = ['NodeStatusChanged', 'GroupStatusChanged'];
 
-/** Outbox rows are made only for changes this recent: a rebuild must not re-send old alerts. */
-const ALERT_HORIZON_MS = 60 * 60 * 1000;
 /** Fallback for a check without an interval (commands always set one). */
 const FALLBACK_INTERVAL_S = 60;
 // PostgreSQL takes at most 65,535 parameters per statement.
@@ -52,16 +51,6 @@ type NodeInfo = {
   lastSource: string | null; statusSince: string | null; snapshots: number; dirty: boolean;
 };
 
-/** Alert outbox rows for a change, one per channel of the project that listens to the event. */
-const queueAlert = async (trx: Trx, key: string, project: string, event: AlertEvent, atMs: number, payload: object) => {
-  if (Date.now() - atMs > ALERT_HORIZON_MS) return;
-  const body = JSON.stringify({ event, occurred_at: iso(atMs), project, ...payload });
-  await sql`insert into alert_deliveries (id, channel_id, event, payload, next_attempt_at, created_at)
-    select ${key} || ':' || c.id::text, c.id, ${event}, ${body}::jsonb, now(), now()
-      from alert_channels c
-     where c.project = ${project} and not c.deleted and c.events ? ${event}
-    on conflict (id) do nothing`.execute(trx);
-};
 
 /**
  * Recounts the groups of a project (or one group) after something that may change their

@@ -10,6 +10,7 @@ import * as m0005 from './migrations/0005_identity.ts';
 import * as m0006 from './migrations/0006_monitoring.ts';
 import * as m0007 from './migrations/0007_appendMany.ts';
 import * as m0008 from './migrations/0008_jobs.ts';
+import * as m0009 from './migrations/0009_proxies.ts';
 
 const migrations: Record<string, Migration> = {
   '0001_eventStore': m0001,
@@ -20,6 +21,7 @@ const migrations: Record<string, Migration> = {
   '0006_monitoring': m0006,
   '0007_appendMany': m0007,
   '0008_jobs': m0008,
+  '0009_proxies': m0009,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

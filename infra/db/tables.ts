@@ -344,6 +344,61 @@ export interface ExecutionLeasesTable {
   heartbeat_at: Timestamp;
 }
 
+export interface ProxiesTable {
+  name: string;
+  project: string;
+  domain: string;
+  upstream_host: string;
+  upstream_port: number;
+  upstream_scheme: string;
+  require_healthy: boolean;
+  enable_ssl: boolean;
+  websockets: boolean;
+  status: string;
+  last_error: Json | null;
+  config_revision: Int8;
+  handled_revision: Int8 | null;
+  handled_tls_serial: string | null;
+  applied_definition: Json | null;
+  applied_tls_serial: string | null;
+  applied_at: Timestamp | null;
+  deleted: Generated<boolean>;
+  site_removed: Generated<boolean>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  revision: Int8;
+}
+
+export interface ProxyCertificatesTable {
+  name: string;
+  project: string;
+  domain: string;
+  status: string;
+  not_before: Timestamp | null;
+  expiry: Timestamp | null;
+  issuer: string | null;
+  serial: string | null;
+  chain_pem: string | null;
+  key_ref: string | null;
+  issued_at: Timestamp | null;
+  request_reason: string | null;
+  email: string | null;
+  requested_at: Timestamp | null;
+  last_error: Json | null;
+  renewal_failures: Generated<number>;
+  revision: Int8;
+}
+
+export interface ProxyEngineTable {
+  id: number;
+  config_test_ok: boolean | null;
+  last_test_at: Timestamp | null;
+  last_reload_at: Timestamp | null;
+  acme_last_operation: string | null;
+  acme_last_operation_at: Timestamp | null;
+  acme_last_error: Json | null;
+}
+
 export interface Tables {
   events: EventsTable;
   projection_checkpoints: ProjectionCheckpointsTable;
@@ -370,4 +425,7 @@ export interface Tables {
   job_templates: JobTemplatesTable;
   execution_output: ExecutionOutputTable;
   execution_leases: ExecutionLeasesTable;
+  proxies: ProxiesTable;
+  proxy_certificates: ProxyCertificatesTable;
+  proxy_engine: ProxyEngineTable;
 }

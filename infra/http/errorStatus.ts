@@ -58,6 +58,16 @@ export const ERROR_STATUS: Readonly<Record<string, number>> = {
   SSH_UNREACHABLE: 502,
   SSH_ERROR: 502,
   SSH_CONNECT_TIMEOUT: 504,
+  // Proxies (SPEC §7): nginx refused the configuration (the caller's to fix); the upstream,
+  // nginx's reload, the disk or the ACME server failed; the registry is missing or away.
+  PROXY_NOT_FOUND: 404,
+  NGINX_TEST_FAILED: 422,
+  UPSTREAM_UNHEALTHY: 502,
+  NGINX_RELOAD_FAILED: 502,
+  CONFIG_WRITE_FAILED: 503,
+  SSL_ISSUANCE_FAILED: 502,
+  REGISTRY_NOT_CONFIGURED: 400,
+  REGISTRY_UNAVAILABLE: 502,
 };
 
 export const statusOf = (code: string, fallback = 400): number => ERROR_STATUS[code] ?? fallback;

@@ -16,8 +16,8 @@ import { check, isProxyName } from './validateNames.ts';
 export type NginxTarget = {
   sitesDir: string;
   nginxBin: string;
-  /** The main configuration, passed to every nginx invocation as -c. */
-  confPath: string;
+  /** The main configuration, passed to every nginx invocation as -c; omitted: nginx's compiled-in one. */
+  confPath?: string | undefined;
   /** -p, for an instance with its own prefix (tests); omitted: nginx's compiled-in prefix. */
   prefix?: string;
   /** -e, where nginx logs before reading error_log; omitted: the compiled-in default. */
@@ -46,7 +46,7 @@ type NginxRun = { ok: boolean; output: string };
 
 const runNginx = (t: NginxTarget, args: string[]): Promise<NginxRun> =>
   new Promise((resolve) => {
-    const base = [...(t.prefix ? ['-p', t.prefix] : []), '-c', t.confPath, ...(t.errorLog ? ['-e', t.errorLog] : [])];
+    const base = [...(t.prefix ? ['-p', t.prefix] : []), ...(t.confPath ? ['-c', t.confPath] : []), ...(t.errorLog ? ['-e', t.errorLog] : [])];
     execFile(t.nginxBin, [...base, ...args], { timeout: t.timeoutMs ?? 15_000, encoding: 'utf8' }, (err, stdout, stderr) => {
       const output = `${stderr}${stdout}`.trim();
       resolve({ ok: !err, output: err && !output ? err.message : output });
@@ -126,15 +126,22 @@ const fail = async (t: NginxTarget, file: string, previous: string | null, code:
   throw new NginxError(code, `${what} for ${file}; the previous configuration was ${details.restored ? 'restored' : 'NOT restored'}`, output, details);
 };
 
-/** Installs SITES_DIR/NAME.conf with `content` (already rendered and validated) and reloads nginx. */
-export const applySite = (t: NginxTarget & { name: string; content: string }): Promise<ApplyResult> => {
+/**
+ * Installs SITES_DIR/NAME.conf with `content` (already rendered and validated) and reloads nginx.
+ * `previous` is the known-good content to restore on failure (null: the site did not
+ * exist); by default, what is on disk now. A caller that may find an untested file there
+ * (a crash between the write and the test) passes what it last applied instead.
+ */
+export const applySite = (t: NginxTarget & { name: string; content: string; previous?: string | null }): Promise<ApplyResult> => {
   check(isProxyName(t.name), 'name', t.name, 'a slug ([a-z0-9][a-z0-9-]{0,62})');
   const file = `${t.name}.conf`;
   const path = join(t.sitesDir, file);
-  return serialized(t.confPath, async () => {
+  return serialized(t.confPath ?? '(default)', async () => {
     let previous: string | null;
+    let onDisk: string | null;
     try {
-      previous = await readIfExists(path);
+      onDisk = await readIfExists(path);
+      previous = t.previous === undefined ? onDisk : t.previous;
     } catch (err) {
       throw new NginxError('CONFIG_WRITE_FAILED', `cannot read the current ${file}: ${(err as Error).message}`, '');
     }
@@ -148,20 +155,24 @@ export const applySite = (t: NginxTarget & { name: string; content: string }): P
     if (!tested.ok) return fail(t, file, previous, 'NGINX_TEST_FAILED', 'nginx -t failed', tested.output);
     const reloaded = await reloadNginx(t);
     if (!reloaded.ok) return fail(t, file, previous, 'NGINX_RELOAD_FAILED', 'nginx -s reload failed', reloaded.output);
-    return { name: t.name, path, changed: previous !== t.content, testOutput: tested.output };
+    return { name: t.name, path, changed: onDisk !== t.content, testOutput: tested.output };
   });
 };
 
-/** Removes SITES_DIR/NAME.conf (absent: nothing to do) and reloads; restores it if the result does not test or reload. */
-export const removeSite = (t: NginxTarget & { name: string }): Promise<{ name: string; removed: boolean }> => {
+/**
+ * Removes SITES_DIR/NAME.conf and reloads; restores it if the result does not test or reload.
+ * Absent: nothing to do, unless `reloadIfAbsent` (a removal interrupted between the unlink
+ * and the reload left nginx running the site).
+ */
+export const removeSite = (t: NginxTarget & { name: string; reloadIfAbsent?: boolean }): Promise<{ name: string; removed: boolean }> => {
   check(isProxyName(t.name), 'name', t.name, 'a slug ([a-z0-9][a-z0-9-]{0,62})');
   const file = `${t.name}.conf`;
   const path = join(t.sitesDir, file);
-  return serialized(t.confPath, async () => {
+  return serialized(t.confPath ?? '(default)', async () => {
     let previous: string | null;
     try {
       previous = await readIfExists(path);
-      if (previous === null) return { name: t.name, removed: false };
+      if (previous === null && !t.reloadIfAbsent) return { name: t.name, removed: false };
       await removeIfExists(t.sitesDir, file);
     } catch (err) {
       throw new NginxError('CONFIG_WRITE_FAILED', `cannot remove ${file}: ${(err as Error).message}`, '');
@@ -170,6 +181,6 @@ export const removeSite = (t: NginxTarget & { name: string }): Promise<{ name: s
     if (!tested.ok) return fail(t, file, previous, 'NGINX_TEST_FAILED', 'nginx -t failed after removing the site', tested.output);
     const reloaded = await reloadNginx(t);
     if (!reloaded.ok) return fail(t, file, previous, 'NGINX_RELOAD_FAILED', 'nginx -s reload failed', reloaded.output);
-    return { name: t.name, removed: true };
+    return { name: t.name, removed: previous !== null };
   });
 };

@@ -29,7 +29,7 @@ const validate = (p: ServerBlockInput): void => {
   check(isPort(p.upstream?.port), 'upstream.port', p.upstream?.port, 'a port (1-65535)');
   check(isUpstreamScheme(p.upstream?.scheme), 'upstream.scheme', p.upstream?.scheme, 'http or https');
   check(typeof p.websockets === 'boolean', 'websockets', p.websockets, 'a boolean');
-  check(isIpAddress(p.listen?.address), 'listen.address', p.listen?.address, 'an IP address');
+  check(p.listen?.address === '*' || isIpAddress(p.listen?.address), 'listen.address', p.listen?.address, 'an IP address or *');
   check(isPort(p.listen?.httpPort), 'listen.httpPort', p.listen?.httpPort, 'a port (1-65535)');
   check(isPort(p.listen?.httpsPort), 'listen.httpsPort', p.listen?.httpsPort, 'a port (1-65535)');
   check(isSafePath(p.acmeWebroot), 'acmeWebroot', p.acmeWebroot, 'a safe absolute path');

@@ -28,7 +28,7 @@ const CONFIG_VARS = [
   'DEFAULT_RATE_LIMIT_PER_SECOND', 'DEFAULT_RATE_LIMIT_BURST', 'ADMIN_RATE_LIMIT_PER_SECOND', 'ADMIN_RATE_LIMIT_BURST',
   'JOB_MAX_CONCURRENCY', 'MAX_SESSIONS_PER_HOST', 'MAX_OUTPUT_BYTES', 'NGINX_BIN', 'NGINX_CONF', 'NGINX_SITES_DIR',
   'PROXY_LISTEN_ADDRESS', 'PROXY_HTTP_PORT', 'PROXY_HTTPS_PORT', 'HEALTH_CHECK_PATH', 'HEALTH_CHECK_TIMEOUT_MS',
-  'ACME_DIRECTORY_URL', 'ACME_EMAIL', 'ACME_WEBROOT', 'CERTS_DIR', 'RENEW_BEFORE_DAYS', 'REGISTRY_URL', 'LOG_LEVEL',
+  'ACME_DIRECTORY_URL', 'ACME_EMAIL', 'ACME_WEBROOT', 'ACME_CA_FILE', 'CERTS_DIR', 'RENEW_BEFORE_DAYS', 'REGISTRY_URL', 'LOG_LEVEL',
   'LOG_STREAM_MAX_S',
 ];
 
@@ -349,7 +349,7 @@ describe('bin/cli.ts (end to end)', function () {
       const { code, stdout, stderr } = await runToEnd(['replay', '--projection', 'nope'], env);
       expect(code).to.equal(1);
       expect(stdout).to.equal('');
-      expect(linesOf(stderr)).to.deep.equal(['opsledger: unknown projection "nope"; known: stream_catalog, identity, projects, monitoring, jobs']);
+      expect(linesOf(stderr)).to.deep.equal(['opsledger: unknown projection "nope"; known: stream_catalog, identity, projects, monitoring, jobs, proxies']);
     });
   });
 
