@@ -5,6 +5,9 @@
 // The steps are done one by one rather than with acme-client's auto(): each failure then
 // names its step, the challenge's own problem (`type` + `detail`) is read from the
 // authorization, and polling is ours (short, abortable) instead of its 5 s backoff.
+// acme-client's own pre-check of the challenge (verifyChallenge: what auto() skips with
+// skipChallengeVerification: true) is never called: it would look the domain up through
+// the system resolver; the CA's validation is the only one that counts.
 import { createPrivateKey } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import acme, { type Authorization, type Client, type Order } from 'acme-client';
@@ -133,9 +136,14 @@ const describeFailure = (err: unknown, step: AcmeStep, opts: IssueCertificateOpt
   const message = err instanceof Error ? err.message : String(err);
   const problem = transport.lastProblem;
   // Without a detail acme-client's message is the whole JSON document.
-  if (problem && (problem.detail === '' || message === problem.detail.replace(/\n/g, ''))) return fail(message, problem);
-  const socket = transport.lastSocketError as NodeJS.ErrnoException | null;
-  if (socket) return fail(socket.code && !socket.message.includes(socket.code) ? `${socket.message} (${socket.code})` : socket.message);
+  if (problem && (problem.detail === '' ? message.startsWith('{') : message === problem.detail.replace(/\n/g, ''))) return fail(message, problem);
+  // No response at all: acme-client 5.4 reports it as a TypeError about `undefined.config`
+  // (an AxiosError if that is ever fixed); the socket knows what happened.
+  if (err instanceof TypeError || (err as { isAxiosError?: unknown })?.isAxiosError === true) {
+    const socket = transport.lastSocketError as NodeJS.ErrnoException | null;
+    if (!socket) return fail(`no response from the ACME server (${message})`);
+    return fail(socket.code && !socket.message.includes(socket.code) ? `${socket.message} (${socket.code})` : socket.message);
+  }
   return fail(message);
 };
 
@@ -144,12 +152,14 @@ export const issueCertificate = async (opts: IssueCertificateOptions): Promise<I
   check(isHostName(opts.domain), 'domain', opts.domain, 'a DNS host name (HTTP-01 validates neither wildcards nor IP addresses)');
   check(isSafePath(opts.webroot), 'webroot', opts.webroot, 'a safe absolute path');
   check(URL.canParse(opts.directoryUrl) && ['https:', 'http:'].includes(new URL(opts.directoryUrl).protocol), 'directoryUrl', opts.directoryUrl, 'an http(s) URL');
+  check(opts.timeoutMs === undefined || (Number.isInteger(opts.timeoutMs) && opts.timeoutMs > 0), 'timeoutMs', opts.timeoutMs, 'a positive integer');
+  let keyType: string | undefined;
   try {
-    createPrivateKey(opts.accountKeyPem);
+    keyType = createPrivateKey(opts.accountKeyPem).asymmetricKeyType;
   } catch {
     // Not the parser's message: it is not needed, and nothing about a key goes into an error.
-    throw new AcmeIssuanceError('account', opts.domain, null, 'the account key is not a PEM private key');
   }
+  if (keyType !== 'ec' && keyType !== 'rsa') throw new AcmeIssuanceError('account', opts.domain, null, 'the account key is not an ECDSA or RSA private key in PEM');
   const deadline = AbortSignal.timeout(opts.timeoutMs ?? DEFAULT_ACME_TIMEOUT_MS);
   const signal = opts.signal ? AbortSignal.any([opts.signal, deadline]) : deadline;
   let step: AcmeStep = 'directory';

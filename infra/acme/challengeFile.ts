@@ -27,8 +27,13 @@ export const writeChallengeFile = async (webroot: string, token: string, keyAuth
   await mkdirReadable(wellKnown);
   await mkdirReadable(dir);
   const path = join(dir, token);
-  await writeFile(path, keyAuthorization, { mode: 0o644 });
-  await chmod(path, 0o644);
+  try {
+    await writeFile(path, keyAuthorization, { mode: 0o644 });
+    await chmod(path, 0o644);
+  } catch (err) {
+    await removeChallengeFile(path); // the caller only removes what it was told about
+    throw err;
+  }
   return path;
 };
 

@@ -1,8 +1,8 @@
 // issueCertificate against a real ACME CA (pebble, test/support/pebbleServer.ts) that
 // validates HTTP-01 for real through a real nginx (test/support/nginxServer.ts): pebble's
 // DNS answers 127.0.0.1 for every name, so it fetches the challenge from nginx's port.
-import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -162,10 +162,38 @@ describe('acmeIssuer (real pebble, real nginx)', () => {
   it('bad arguments: VALIDATION_FAILED for the domain, SSL_ISSUANCE_FAILED for an unusable account key (not echoed)', async () => {
     for (const domain of ['*.opl.test', '127.0.0.1', 'a b.test', '../x']) await expectCode(issue({ domain }), 'VALIDATION_FAILED');
     await expectCode(issue({ webroot: 'relative/dir' }), 'VALIDATION_FAILED');
+    await expectCode(issue({ timeoutMs: 0 }), 'VALIDATION_FAILED');
     const badKey = '-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ1dC1icm9rZW4=\n-----END PRIVATE KEY-----\n';
-    const err = await expectCode(issue({ accountKeyPem: badKey }), 'SSL_ISSUANCE_FAILED');
-    expect(err.details).to.include({ step: 'account' });
-    expect(JSON.stringify({ message: err.message, details: err.details })).not.to.include('c2VjcmV0');
+    const ed25519 = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    for (const key of [badKey, ed25519]) {
+      const err = await expectCode(issue({ accountKeyPem: key }), 'SSL_ISSUANCE_FAILED');
+      expect(err.details).to.include({ step: 'account' });
+      const said = JSON.stringify({ message: err.message, details: err.details });
+      for (const line of key.split('\n').slice(1, -2)) expect(said).not.to.include(line);
+    }
+  });
+
+  it('nginx\'s unprivileged workers can read the challenge even under umask 077 (directories 0755, file 0644)', async () => {
+    rmSync(join(nginx.acmeWebroot, '.well-known'), { recursive: true, force: true });
+    const previous = process.umask(0o077);
+    try {
+      await issue({ accountKeyPem: await createAccountKey() }); // a new account: no reused validation
+    } finally {
+      process.umask(previous);
+    }
+    expect(statSync(join(nginx.acmeWebroot, '.well-known')).mode & 0o777).to.equal(0o755);
+    expect(statSync(join(nginx.acmeWebroot, '.well-known', 'acme-challenge')).mode & 0o777).to.equal(0o755);
+    expect(challengeFiles(nginx.acmeWebroot)).to.deep.equal([]);
+  });
+
+  it('a webroot that cannot take the challenge file fails at the challenge step', async () => {
+    const webroot = join(nginx.prefix, 'blocked-webroot');
+    mkdirSync(webroot);
+    writeFileSync(join(webroot, '.well-known'), 'a file where the directory should be');
+    // A new account: pebble may reuse an account's earlier validation and skip the challenge.
+    const err = await expectCode(issue({ webroot, accountKeyPem: await createAccountKey() }), 'SSL_ISSUANCE_FAILED');
+    expect(err.details).to.deep.include({ step: 'challenge', acme_type: null });
+    expect(err.message).to.match(/ENOTDIR/);
   });
 
   describe('a CA that rejects 5 % of good nonces (pebble\'s default) and issues 10-minute certificates', () => {
