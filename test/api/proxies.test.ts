@@ -3,7 +3,7 @@
 // (the previous one keeps serving), delete, list and health, live topics, registry sync,
 // and bad input that writes nothing.
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -12,48 +12,8 @@ import { io as connectClient, type Socket } from 'socket.io-client';
 import { expectProblem, startApi, unique, type TestApi } from '../support/apiClient.ts';
 import { startNginxServer, type NginxServer } from '../support/nginxServer.ts';
 import { closedPort } from '../support/nodeServers.ts';
+import { nginxEnv, upstream, viaNginx, type Upstream } from '../support/proxyHelpers.ts';
 import { waitFor } from '../support/waitFor.ts';
-
-type Upstream = { port: number; seen: IncomingHttpHeaders[]; healthStatus: number; close(): Promise<void> };
-
-/** A loopback upstream that answers `tag` on every path (its health path with `healthStatus`) and remembers the headers it saw. */
-const upstream = async (tag: string): Promise<Upstream> => {
-  const seen: IncomingHttpHeaders[] = [];
-  const u = { healthStatus: 200 } as Upstream;
-  const server: Server = createServer((req, res) => {
-    if (req.url === '/health') {
-      res.writeHead(u.healthStatus).end('health');
-      return;
-    }
-    seen.push(req.headers);
-    res.writeHead(200, { 'content-type': 'text/plain' }).end(tag);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return Object.assign(u, {
-    port: (server.address() as AddressInfo).port, seen,
-    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
-  });
-};
-
-/** GET through nginx with a Host header: status and body. */
-export const viaNginx = (port: number, host: string, path = '/'): Promise<{ status: number; body: string; headers: IncomingHttpHeaders }> =>
-  new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, headers: { host, connection: 'close' }, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-
-/** The environment that points the app at a test nginx. */
-export const nginxEnv = (nginx: NginxServer, certsDir: string): Record<string, string> => ({
-  NGINX_BIN: nginx.nginxBin, NGINX_CONF: nginx.confPath, NGINX_SITES_DIR: nginx.sitesDir, PROXY_LISTEN_ADDRESS: '127.0.0.1',
-  PROXY_HTTP_PORT: String(nginx.httpPort), PROXY_HTTPS_PORT: String(nginx.httpsPort), ACME_WEBROOT: nginx.acmeWebroot, CERTS_DIR: certsDir,
-  HEALTH_CHECK_TIMEOUT_MS: '1000',
-});
 
 describe('proxies API (real nginx)', function () {
   this.timeout(120_000);
