@@ -1,5 +1,9 @@
 // Every endpoint × every kind of caller → the status it must answer (DESIGN §6). Modules
 // append their rows to ROWS; placeholders are described in test/support/apiClient.ts.
+import { join } from 'node:path';
+import { startNginxServer, type NginxServer } from '../support/nginxServer.ts';
+import { closedPort } from '../support/nodeServers.ts';
+import { nginxEnv } from '../support/proxyHelpers.ts';
 import { CALLERS, permissionFixture, permissionTable, startApi, type PermissionFixture, type PermissionRow, type TestApi } from '../support/apiClient.ts';
 
 void CALLERS; // column order of `expect`:
@@ -80,17 +84,43 @@ const ROWS: PermissionRow[] = [
   { method: 'DELETE', path: '/job-templates/{newTemplateId}', expect: [401, 403, 204, 204, 404, 204] },
   { method: 'POST', path: '/job-templates/{templateId}/run', body: { schedule_at: '{later}' }, expect: [401, 403, 201, 201, 404, 201] },
   { method: 'GET', path: '/dashboard', expect: [401, 200, 200, 200, 200, 200] },
+
+  // ---- proxies: proxies:read to see, proxies:write (project admins) to change, certs:write (operators) to order certificates.
+  // A proxy name is global (it is the nginx file's name): one taken in a project you cannot see is a 409, not a 404.
+  { method: 'GET', path: '/proxies', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'GET', path: '/proxies/health', expect: [401, 200, 200, 200, 200, 200] },
+  { method: 'GET', path: '/proxies/{proxyName}', expect: [401, 200, 200, 200, 404, 200] },
+  { method: 'GET', path: '/proxies/{proxyName}/certificate', expect: [401, 200, 200, 200, 404, 200] },
+  { name: 'PUT /proxies/{newSlug} (create)', method: 'PUT', path: '/proxies/{newSlug}',
+    body: { project: '{project}', domain: '{newSlug}.opl.test', upstream_host: '127.0.0.1', upstream_port: 9, require_healthy: false }, expect: [401, 403, 403, 201, 404, 201] },
+  { name: 'PUT /proxies/{newProxyName} (update)', method: 'PUT', path: '/proxies/{newProxyName}',
+    body: { domain: '{newProxyName}.opl.test', upstream_host: '127.0.0.1', upstream_port: 10, require_healthy: false }, expect: [401, 403, 403, 200, 409, 200] },
+  { method: 'DELETE', path: '/proxies/{newProxyName}', expect: [401, 403, 403, 204, 404, 204] },
+  { method: 'POST', path: '/proxies/{newProxyName}/ssl', body: {}, expect: [401, 403, 202, 202, 404, 202] },
+  { name: 'POST /proxies/sync (from an unreachable registry)', method: 'POST', path: '/proxies/sync', body: { registry_url: '{deadUrl}' },
+    expect: [401, 403, 403, 502, 502, 502] },
 ];
 
 describe('API permissions: every endpoint with every role', function () {
   this.timeout(60_000);
   let api: TestApi;
   let fixture: PermissionFixture;
+  let nginx: NginxServer;
   before(async () => {
-    api = await startApi();
+    nginx = await startNginxServer();
+    // ACME and the registry point at a closed loopback port: orders and syncs fail fast, and nothing leaves the machine.
+    const dead = `http://127.0.0.1:${await closedPort()}/`;
+    api = await startApi({ env: { ...nginxEnv(nginx, join(nginx.prefix, 'certs')), ACME_DIRECTORY_URL: `${dead}directory` } });
     fixture = await permissionFixture(api);
+    fixture.vars['deadUrl'] = dead;
+    // A certificate (a failed order is one too) for GET /proxies/{proxyName}/certificate.
+    const ordered = await fixture.clients.projectAdmin.post(`/proxies/${fixture.vars['proxyName']}/ssl`, {});
+    if (ordered.status !== 202) throw new Error(ordered.text);
   });
-  after(async () => api?.close());
+  after(async () => {
+    await api?.close();
+    await nginx?.stop();
+  });
 
   permissionTable(ROWS, () => fixture);
 });

@@ -195,9 +195,9 @@ export type PermissionFixture = {
   /** `project`: viewer, operator and projectAdmin are its viewer, operator and admin; `otherProject`: the outsider is its admin. */
   project: string;
   otherProject: string;
-  /** Fixed placeholders: project, otherProject, viewerId, operatorId, projectAdminId, outsiderId, globalAdminId, nodeId, groupId, systemId, jobId, templateId (in `project`), later (a time far ahead). */
+  /** Fixed placeholders: project, otherProject, viewerId, operatorId, projectAdminId, outsiderId, globalAdminId, nodeId, groupId, systemId, jobId, templateId, proxyName (in `project`), later (a time far ahead). */
   vars: Record<string, string>;
-  /** Fresh per call: newProject (laid out like `project`), newSlug, newUsername, newUserId; newNodeId, newGroupId, newChannelId, newSystemId, newJobId, newTemplateId (in `project`). */
+  /** Fresh per call: newProject (laid out like `project`), newSlug, newUsername, newUserId; newNodeId, newGroupId, newChannelId, newSystemId, newJobId, newTemplateId, newProxyName (in `project`). */
   generators: Record<string, () => Promise<string>>;
 };
 
@@ -238,9 +238,16 @@ export const permissionFixture = async (api: TestApi): Promise<PermissionFixture
   const LATER = '2999-01-01T00:00:00Z';
   const newJobId = () => made('/jobs', { command: 'true', project, system_ids: [systemId], schedule_at: LATER });
   const newTemplateId = () => made('/job-templates', { name: 'tpl', project, command: 'true', system_ids: [systemId] });
+  // Proxies need the app to run with a test nginx (and a loopback ACME_DIRECTORY_URL).
+  const newProxyName = async () => {
+    const name = unique('px');
+    const r = await projectAdmin.client.put(`/proxies/${name}`, { project, domain: `${name}.opl.test`, upstream_host: '127.0.0.1', upstream_port: 9, require_healthy: false });
+    expect(r.status, r.text).to.equal(201);
+    return name;
+  };
   const vars: Record<string, string> = {
     project, otherProject, nodeId: await newNodeId(), groupId: await newGroupId(),
-    systemId, jobId: await newJobId(), templateId: await newTemplateId(), later: LATER,
+    systemId, jobId: await newJobId(), templateId: await newTemplateId(), later: LATER, proxyName: await newProxyName(),
     viewerId: viewer.id, operatorId: operator.id, projectAdminId: projectAdmin.id, outsiderId: outsider.id, globalAdminId: globalAdmin.id,
   };
   const generators: Record<string, () => Promise<string>> = {
@@ -248,7 +255,7 @@ export const permissionFixture = async (api: TestApi): Promise<PermissionFixture
     newSlug: async () => unique('s'),
     newUsername: async () => unique('u'),
     newUserId: async () => (await api.createUser()).id,
-    newNodeId, newGroupId, newSystemId, newJobId, newTemplateId,
+    newNodeId, newGroupId, newSystemId, newJobId, newTemplateId, newProxyName,
     newChannelId: () => made('/alert-channels', { project, url: 'http://127.0.0.1:9/hook', events: ['node.down'] }),
   };
   return { api, users, clients, project, otherProject, vars, generators };
