@@ -14,6 +14,7 @@ import { appendLatency } from './appendLatency.ts';
 import { appendSingle, appendSinglePglite } from './appendSingle.ts';
 import { fmt, passes, ratioOf, type Benchmark, type BenchContext, type BenchRow } from './harness.ts';
 import { jobFanout } from './jobs.ts';
+import { proxyApply } from './proxies.ts';
 import { historyPage, poller, snapshotDepth, snapshotPush, uptimeYear } from './monitoring.ts';
 import { replay } from './replay.ts';
 
@@ -32,6 +33,7 @@ const benchmarks: Benchmark[] = [
   { name: 'historyPage', needsServer: true, run: historyPage },
   { name: 'poller', needsServer: true, run: poller },
   { name: 'jobFanout', needsServer: false, run: jobFanout },
+  { name: 'proxyApply', needsServer: false, run: proxyApply },
 ];
 
 const filters = process.argv.slice(2).map((f) => f.toLowerCase());

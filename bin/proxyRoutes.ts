@@ -1,9 +1,9 @@
 // The proxies module (SPEC §7) put together: its routes, the nginx applier and the ACME
 // worker, both on one instance at a time.
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { proxyCommandRoutes, proxyCommandRunner, proxySecretOwner } from '../commands/proxies.ts';
 import { asLeader } from '../infra/leaderWorker.ts';
+import { programRunner } from '../infra/programRunner.ts';
 import { proxyReadRoutes } from '../read-api/proxies.ts';
 import { createCertificateWorker } from '../workers/certificateWorker.ts';
 import { createProxyApplier } from '../workers/proxyApplier.ts';
@@ -24,17 +24,16 @@ export type ProxyOptions = {
 
 const NGINX_PROBE_TTL_MS = 30_000;
 
+/** An address to reach nginx's listen address from this host (a wildcard: loopback). */
+const localAddress = (listen: string) => (listen === '*' || listen === '0.0.0.0' ? '127.0.0.1' : listen === '::' ? '::1' : listen);
+
 /** `nginx -v`, remembered for a while: /proxies/health should not fork on every probe. */
 const nginxProbe = (bin: string) => {
   let cached: { at: number; value: Promise<{ present: boolean; version: string | null }> } | null = null;
   return () => {
     if (cached && Date.now() - cached.at < NGINX_PROBE_TTL_MS) return cached.value;
-    const value = new Promise<{ present: boolean; version: string | null }>((resolve) => {
-      execFile(bin, ['-v'], { timeout: 5000, encoding: 'utf8' }, (err, stdout, stderr) => {
-        const version = /nginx\/(\S+)/.exec(`${stderr}${stdout}`)?.[1] ?? null;
-        resolve({ present: !err, version });
-      });
-    });
+    const value = programRunner.run(bin, ['-v'], 5000)
+      .then((r) => ({ present: r.ok, version: /nginx\/(\S+)/.exec(`${r.stderr}${r.stdout}`)?.[1] ?? null }));
     cached = { at: Date.now(), value };
     return value;
   };
@@ -90,7 +89,10 @@ export const proxyRoutes: RouteInstaller = {
     const acmeCaPem = opts.acmeCaPem ?? (config.acmeCaFile ? readFileSync(config.acmeCaFile, 'utf8') : undefined);
     const certificates = createCertificateWorker({
       db, logger, vault: ctx.vault, changes$, secretOwner: proxySecretOwner, renewBeforeDays: config.renewBeforeDays,
-      acme: { directoryUrl: config.acmeDirectoryUrl, webroot: config.acmeWebroot, ...(acmeCaPem ? { caPem: acmeCaPem } : {}) },
+      acme: {
+        directoryUrl: config.acmeDirectoryUrl, webroot: config.acmeWebroot, ...(acmeCaPem ? { caPem: acmeCaPem } : {}),
+        selfCheck: { host: localAddress(config.proxyListenAddress), port: config.proxyHttpPort },
+      },
       ...(opts.renewTickMs ? { renewTickMs: opts.renewTickMs } : {}),
       ...(opts.renewRetryMs ? { renewRetryMs: opts.renewRetryMs } : {}),
       ...(opts.now ? { now: opts.now } : {}),

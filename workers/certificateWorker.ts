@@ -10,11 +10,14 @@
 // Renewals: on a timer, each valid certificate that is due gets a renewal request; after a
 // failed renewal the next waits (doubling from `renewRetryMs`, at most a day), and the
 // projection alerts cert.expiring when renewals keep failing.
+import { randomBytes } from 'node:crypto';
+import { request } from 'node:http';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { filter, type Observable, type Subscription } from 'rxjs';
 import type { CertificateFailed, CertificateIssued } from '../domain/proxies.ts';
 import { createAccountKey, issueCertificate } from '../infra/acme/acmeIssuer.ts';
+import { removeChallengeFile, writeChallengeFile } from '../infra/acme/challengeFile.ts';
 import type { Tables } from '../infra/db/tables.ts';
 import { nameUuid } from '../infra/ids.ts';
 import type { Vault } from '../infra/vault.ts';
@@ -25,7 +28,11 @@ export type CertificateWorkerDeps = {
   vault: Pick<Vault, 'put' | 'getText' | 'delete'>;
   /** Where a proxy's keys live in the vault (deleting the proxy shreds them). */
   secretOwner(name: string): string;
-  acme: { directoryUrl: string; caPem?: string; webroot: string; timeoutMs?: number };
+  acme: {
+    directoryUrl: string; caPem?: string; webroot: string; timeoutMs?: number;
+    /** Where nginx's HTTP side answers (e.g. 127.0.0.1:80): before ordering, wait until it serves the webroot for the domain. */
+    selfCheck?: { host: string; port: number; timeoutMs?: number };
+  };
   recordIssued(name: string, data: CertificateIssued['data']): Promise<boolean>;
   recordFailed(name: string, data: CertificateFailed['data']): Promise<void>;
   requestRenewal(name: string, requestedAt: string): Promise<void>;
@@ -42,6 +49,23 @@ export type CertificateWorkerDeps = {
 const ACCOUNT_NAMESPACE = '8f5b2c1e-7d4a-4b3e-9a6f-2e1d0c9b8a71';
 const ACCOUNT_OWNER = 'acme-account';
 const DAY_MS = 86_400_000;
+/** How long nginx must answer the challenge path in a row before an order (see untilServed). */
+const SERVED_STABLE_MS = 250;
+
+/** GET http://host:port/path as `domain`: the body when 200, else null. */
+const probe = (host: string, port: number, domain: string, path: string): Promise<string | null> =>
+  new Promise((resolve) => {
+    const req = request({ host, port, path, headers: { host: domain, connection: 'close' }, agent: false, timeout: 1000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve(res.statusCode === 200 ? body : null));
+      res.on('error', () => resolve(null));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(null));
+    req.end();
+  });
 
 export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & { orderPending(): Promise<void>; renewDue(): Promise<void> } => {
   const { db } = deps;
@@ -68,10 +92,48 @@ export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & {
     return key;
   };
 
+  /**
+   * Waits (bounded) until nginx steadily serves the webroot's challenge path for `domain`.
+   * The applier records a proxy as applied right after `nginx -s reload`, which only signals
+   * nginx's master: it starts new workers, and the old ones keep accepting connections with
+   * the previous configuration (for a new proxy, the catch-all's 404) until it tells them to
+   * quit, some 100 ms later; a CA validating meanwhile fails the order. So the probe must
+   * answer for SERVED_STABLE_MS in a row. After the wait the order goes ahead anyway, and
+   * the CA says what is wrong.
+   */
+  const untilServed = async (domain: string) => {
+    const check = deps.acme.selfCheck;
+    if (!check) return;
+    const token = `opsledger-probe-${randomBytes(12).toString('hex')}`;
+    const content = randomBytes(12).toString('hex');
+    let path: string | null = null;
+    try {
+      path = await writeChallengeFile(deps.acme.webroot, token, content);
+      const deadline = Date.now() + (check.timeoutMs ?? 5000);
+      let servedSince: number | null = null;
+      while (!stopped) {
+        const ok = (await probe(check.host, check.port, domain, `/.well-known/acme-challenge/${token}`)) === content;
+        const t = Date.now();
+        servedSince = ok ? (servedSince ?? t) : null;
+        if (servedSince !== null && t - servedSince >= SERVED_STABLE_MS) return;
+        if (t >= deadline) {
+          log.warn({ domain }, 'nginx does not serve the ACME challenge path for this domain yet; ordering anyway');
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    } catch (err) {
+      log.warn({ domain, err: (err as Error).message }, 'could not check that nginx serves the ACME challenge path; ordering anyway');
+    } finally {
+      if (path) await removeChallengeFile(path);
+    }
+  };
+
   const order = async (r: { name: string; domain: string; reason: 'requested' | 'renewal'; email: string | null }) => {
     const at = () => now().toISOString();
     current = r.name;
     try {
+      await untilServed(r.domain);
       const cert = await issueCertificate({
         directoryUrl: deps.acme.directoryUrl, accountKeyPem: await accountKey(), domain: r.domain, webroot: deps.acme.webroot,
         ...(r.email ? { email: r.email } : {}), ...(deps.acme.caPem ? { caPem: deps.acme.caPem } : {}),
