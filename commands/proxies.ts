@@ -9,7 +9,7 @@ import type { Response } from 'express';
 import { filter, firstValueFrom, merge, timer, type Observable } from 'rxjs';
 import { z } from 'zod';
 import { DEFAULT_PROJECT } from '../domain/projects.ts';
-import { proxyDecider, proxyStream, type ProxyDefinition } from '../domain/proxies.ts';
+import { proxyDecider, proxyNotFound, proxyStream, type ProxyDefinition } from '../domain/proxies.ts';
 import { requirePrincipal, requireResourceAccess } from '../infra/auth/authenticate.ts';
 import { can, visibleProjects } from '../infra/auth/authorize.ts';
 import type { Principal } from '../infra/auth/principal.ts';
@@ -18,8 +18,8 @@ import { withIfMatch } from '../infra/http/conditional.ts';
 import { statusOf } from '../infra/http/errorStatus.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { sendProblem } from '../infra/http/problem.ts';
+import { ProxyName } from '../infra/nginx/validateNames.ts';
 import type { Vault } from '../infra/vault.ts';
-import { ProxyName, proxyNotFound, type ProxyFound, type ProxyQueries } from '../read-api/proxies.ts';
 import { commandContext, settle, type CommandKit } from './commandRoute.ts';
 import { streamCommandRunner, type AnyCommandResult, type CommandContext } from './handleCommand.ts';
 import { requireProject } from './nodes.ts';
@@ -29,8 +29,22 @@ import { fetchRegistry } from './proxyRegistry.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
 
+/** A proxy as the read side shows it (handed in by the composition root). */
+export type ProxyFound = {
+  view: { status: 'pending' | 'active' | 'failed'; last_error: { code: string; message: string } | null; certificate: unknown | null };
+  revision: bigint; project: string;
+  row: { domain: string; handled_revision: string | null; site_removed: boolean; applied_definition: unknown | null };
+};
+
+export type ProxyViews = {
+  proxy(name: string): Promise<ProxyFound | null>;
+  proxyForDomain(domain: string): Promise<{ name: string; project: string } | null>;
+  projectExists(slug: string): Promise<boolean>;
+  schemas: { Proxy: z.ZodType; Certificate: z.ZodType };
+};
+
 export type ProxyCommandDeps = CommandKit & {
-  views: Pick<ProxyQueries, 'proxy' | 'proxyForDomain' | 'projectExists' | 'schemas'>;
+  views: ProxyViews;
   vault: Pick<Vault, 'deleteOwner'>;
   /** Read-model changes (the projection runtime's): the applier's outcomes arrive here. */
   changes$: Observable<{ topic: string; kind: string; id: string }>;

@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { AppError } from '../infra/errors.ts';
 import { describeError } from '../infra/healthCheck.ts';
-import { ProxyName } from '../read-api/proxies.ts';
+import { ProxyName } from '../infra/nginx/validateNames.ts';
 import { ProxyBody } from './proxyBody.ts';
 
 const TIMEOUT_MS = 10_000;

@@ -12,7 +12,7 @@ import type { ProxiesTable, ProxyCertificatesTable, Tables } from '../infra/db/t
 import { setEtag } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { page, PageOf, Pagination, Slug } from '../infra/http/validate.ts';
-import { isProxyName } from '../infra/nginx/validateNames.ts';
+import { ProxyName } from '../infra/nginx/validateNames.ts';
 import { inProjects } from './monitoring.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
@@ -20,12 +20,6 @@ type ProxyRow = Selectable<ProxiesTable>;
 type CertificateRow = Selectable<ProxyCertificatesTable>;
 const Time = z.iso.datetime();
 const iso = (d: Date | string | null): string | null => (d === null ? null : new Date(d).toISOString());
-
-/** Path words under /proxies that are endpoints, so never proxy names. */
-export const RESERVED_PROXY_NAMES: readonly string[] = ['health', 'sync'];
-
-export const ProxyName = z.string().refine(isProxyName, 'must be a slug: lower-case letters, digits and dashes, 1–63 characters, starting with a letter or digit')
-  .refine((s) => !RESERVED_PROXY_NAMES.includes(s), `must not be ${RESERVED_PROXY_NAMES.join(' or ')} (endpoints under /proxies)`);
 
 // ---- views -----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 // (`;`, braces, quotes, `$`, `#`, whitespace, newlines) can pass; the renderer checks
 // again (defence in depth), and the API layer uses the same functions for its 400s.
 import { isIP } from 'node:net';
+import { z } from 'zod';
 import { AppError } from '../errors.ts';
 
 /** A proxy name: a slug, also the file name NAME.conf. */
@@ -44,3 +45,11 @@ export const isSafePath = (value: unknown): value is string =>
 export const check = (ok: boolean, field: string, value: unknown, expected: string): void => {
   if (!ok) throw new AppError('VALIDATION_FAILED', `${field} ${JSON.stringify(value)?.slice(0, 300) ?? String(value)} is not ${expected}`, { field });
 };
+
+/** Path words under /proxies that are endpoints, so never proxy names. */
+export const RESERVED_PROXY_NAMES: readonly string[] = ['health', 'sync'];
+
+/** A proxy name at the API's edge (path parameter, registry entry). */
+export const ProxyName = z.string()
+  .refine(isProxyName, 'must be a slug: lower-case letters, digits and dashes, 1–63 characters, starting with a letter or digit')
+  .refine((s) => !RESERVED_PROXY_NAMES.includes(s), `must not be ${RESERVED_PROXY_NAMES.join(' or ')} (endpoints under /proxies)`);
