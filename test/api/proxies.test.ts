@@ -264,6 +264,23 @@ describe('proxies API (real nginx)', function () {
       expectProblem(await api.admin.post('/proxies/sync', { registry_url: url }), 502, 'REGISTRY_UNAVAILABLE');
       expectProblem(await api.admin.post('/proxies/sync', { registry_url: `http://127.0.0.1:${await closedPort()}/` }), 502, 'REGISTRY_UNAVAILABLE');
       expectProblem(await api.admin.post('/proxies/sync', {}), 400, 'REGISTRY_NOT_CONFIGURED');
+      expectProblem(await api.anonymous.post('/proxies/sync', { registry_url: url }), 401, 'UNAUTHORIZED');
+      // It needs proxies:write somewhere: members below project admin, and nobodies, may not make the server fetch.
+      const project = unique('regp');
+      expect((await api.admin.post('/projects', { slug: project, display_name: project })).status).to.equal(201);
+      for (const role of [null, 'viewer', 'operator']) {
+        const user = await api.createUser();
+        if (role) expect((await api.admin.put(`/projects/${project}/members/${user.id}`, { role })).status).to.equal(201);
+        expectProblem(await user.client.post('/proxies/sync', { registry_url: url }), 403, 'FORBIDDEN');
+      }
+      const owner = await api.createUser();
+      expect((await api.admin.put(`/projects/${project}/members/${owner.id}`, { role: 'admin' })).status).to.equal(201);
+      answer = { status: 200, body: JSON.stringify([{ name: unique('theirs'), project: 'default', domain: 'theirs.opl.test', upstream_host: '127.0.0.1', upstream_port: a.port }]) };
+      const theirs = await owner.client.post('/proxies/sync', { registry_url: url });
+      expect(theirs.status, theirs.text).to.equal(200);
+      // Entries in projects they cannot write are skipped, not created.
+      expect(theirs.body).to.deep.include({ synced_count: 0, skipped_count: 1 });
+      expect(theirs.body.skipped[0].code).to.equal('PROJECT_NOT_FOUND');
       expectProblem(await api.admin.post('/proxies/sync', { registry_url: 'file:///etc/passwd' }), 400, 'VALIDATION_FAILED');
     } finally {
       registry.closeAllConnections();
