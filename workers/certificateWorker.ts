@@ -21,6 +21,7 @@ import { removeChallengeFile, writeChallengeFile } from '../infra/acme/challenge
 import type { Tables } from '../infra/db/tables.ts';
 import { nameUuid } from '../infra/ids.ts';
 import type { Vault } from '../infra/vault.ts';
+import { repeatingPass } from '../infra/repeatingPass.ts';
 import type { Worker } from '../infra/workers.ts';
 
 export type CertificateWorkerDeps = {
@@ -74,8 +75,6 @@ export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & {
   const retryMs = deps.renewRetryMs ?? 60 * 60 * 1000;
   /** Requests this process answered (name → requested_at): the read model may not show it yet. */
   const answered = new Map<string, string>();
-  let running: Promise<void> | null = null;
-  let again = false;
   let stopped = true;
   let subscription: Subscription | null = null;
   let timer: NodeJS.Timeout | null = null;
@@ -180,26 +179,14 @@ export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & {
     }
   };
 
-  const orderPending = (): Promise<void> => {
-    if (running) {
-      again = true;
-      return running;
-    }
-    running = (async () => {
-      try {
-        do {
-          again = false;
-          await pass();
-        } while (again && !stopped);
-      } catch (err) {
-        lastError = (err as Error).message;
-        log.error({ err: lastError }, 'certificate pass failed; retrying on the next tick');
-      } finally {
-        running = null;
-      }
-    })();
-    return running;
-  };
+  const passes = repeatingPass(pass, {
+    stopped: () => stopped,
+    onError(err) {
+      lastError = err.message;
+      log.error({ err: lastError }, 'certificate pass failed; retrying on the next tick');
+    },
+  });
+  const orderPending = passes.run;
 
   /** Asks for a renewal of every valid certificate within RENEW_BEFORE_DAYS of expiry whose last failure has been waited out. */
   const renewDue = async (): Promise<void> => {
@@ -240,7 +227,7 @@ export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & {
       stopped = true;
       subscription?.unsubscribe();
       if (timer) clearInterval(timer);
-      await running;
+      await passes.settled();
     },
   };
 };

@@ -22,6 +22,7 @@ import { NginxError } from '../infra/nginx/nginxError.ts';
 import { renderServerBlock, type ServerBlockInput } from '../infra/nginx/renderServerBlock.ts';
 import { isIpAddress } from '../infra/nginx/validateNames.ts';
 import type { Vault } from '../infra/vault.ts';
+import { repeatingPass } from '../infra/repeatingPass.ts';
 import type { Worker } from '../infra/workers.ts';
 
 export type ApplyOutcome =
@@ -75,8 +76,6 @@ export const createProxyApplier = (deps: ProxyApplierDeps): Worker & { reconcile
   const handled = new Map<string, string>();
   /** Proxies to re-apply whatever their pair says (found different on disk at start). */
   const forced = new Set<string>();
-  let running: Promise<void> | null = null;
-  let again = false;
   let stopped = true;
   let subscription: Subscription | null = null;
   let timer: NodeJS.Timeout | null = null;
@@ -204,27 +203,14 @@ export const createProxyApplier = (deps: ProxyApplierDeps): Worker & { reconcile
     }
   };
 
-  /** Runs passes until one starts with nothing new asked for meanwhile. */
-  const reconcile = (): Promise<void> => {
-    if (running) {
-      again = true;
-      return running;
-    }
-    running = (async () => {
-      try {
-        do {
-          again = false;
-          await pass();
-        } while (again && !stopped);
-      } catch (err) {
-        lastError = (err as Error).message;
-        log.error({ err: lastError }, 'proxy reconcile failed; retrying on the next tick');
-      } finally {
-        running = null;
-      }
-    })();
-    return running;
-  };
+  const passes = repeatingPass(pass, {
+    stopped: () => stopped,
+    onError(err) {
+      lastError = err.message;
+      log.error({ err: lastError }, 'proxy reconcile failed; retrying on the next tick');
+    },
+  });
+  const reconcile = passes.run;
 
   /** Start: temp files of an interrupted write go; applied proxies whose file differs from their rendering are applied again. */
   const checkDisk = async () => {
@@ -240,7 +226,7 @@ export const createProxyApplier = (deps: ProxyApplierDeps): Worker & { reconcile
   return {
     name: 'proxy-applier',
     reconcile,
-    details: () => ({ busy: running !== null, last_error: lastError }),
+    details: () => ({ busy: passes.busy(), last_error: lastError }),
     async start() {
       stopped = false;
       await mkdir(deps.nginx.sitesDir, { recursive: true });
@@ -255,7 +241,7 @@ export const createProxyApplier = (deps: ProxyApplierDeps): Worker & { reconcile
       stopped = true;
       subscription?.unsubscribe();
       if (timer) clearInterval(timer);
-      await running;
+      await passes.settled();
     },
   };
 };

@@ -13,10 +13,8 @@ import { createPrivateKey, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import type { TLSSocket } from 'node:tls';
 import acme from 'acme-client';
 import { expect } from 'chai';
 import type { ProxyOptions } from '../../bin/proxyRoutes.ts';
@@ -27,25 +25,10 @@ import { freshDatabaseUrl } from '../support/databases.ts';
 import { startNginxServer, type NginxServer } from '../support/nginxServer.ts';
 import { closedPort } from '../support/nodeServers.ts';
 import { startPebble, type PebbleServer } from '../support/pebbleServer.ts';
-import { nginxEnv, upstream, viaNginx, type Upstream } from '../support/proxyHelpers.ts';
+import { nginxEnv, upstream, viaNginx, viaTls, type Upstream } from '../support/proxyHelpers.ts';
 import { waitFor } from '../support/waitFor.ts';
 
 const DAY_MS = 86_400_000;
-
-/** GET over HTTPS to 127.0.0.1:port as `servername`, trusting `ca` only: status, body and the served certificate's serial (lower-case hex). */
-const viaTls = (port: number, servername: string, ca: string, path = '/'): Promise<{ status: number; body: string; serial: string }> =>
-  new Promise((resolve, reject) => {
-    const req = httpsRequest({ host: '127.0.0.1', port, path, servername, headers: { host: servername, connection: 'close' }, ca, agent: false }, (res) => {
-      const serial = (res.socket as TLSSocket).getPeerCertificate().serialNumber.toLowerCase();
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, serial }));
-    });
-    req.setTimeout(5000, () => req.destroy(new Error('request timed out')));
-    req.on('error', reject);
-    req.end();
-  });
 
 type Received = { delivery: string; event: string; body: Record<string, any>; signed: boolean };
 

@@ -1,6 +1,8 @@
 // What the proxies tests share: loopback upstreams, requests through the test nginx with
 // a Host header, and the environment that points the app at that nginx.
 import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { NginxServer } from './nginxServer.ts';
 
@@ -44,3 +46,18 @@ export const nginxEnv = (nginx: NginxServer, certsDir: string): Record<string, s
   PROXY_HTTP_PORT: String(nginx.httpPort), PROXY_HTTPS_PORT: String(nginx.httpsPort), ACME_WEBROOT: nginx.acmeWebroot, CERTS_DIR: certsDir,
   HEALTH_CHECK_TIMEOUT_MS: '1000',
 });
+
+/** GET over HTTPS to 127.0.0.1:port as `servername`, trusting `ca` only: status, body and the served certificate's serial (lower-case hex). */
+export const viaTls = (port: number, servername: string, ca: string, path = '/'): Promise<{ status: number; body: string; serial: string }> =>
+  new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port, path, servername, headers: { host: servername, connection: 'close' }, ca, agent: false }, (res) => {
+      const serial = (res.socket as TLSSocket).getPeerCertificate().serialNumber.toLowerCase();
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, serial }));
+    });
+    req.setTimeout(5000, () => req.destroy(new Error('request timed out')));
+    req.on('error', reject);
+    req.end();
+  });

@@ -4,9 +4,7 @@
 import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import acme from 'acme-client';
 import { expect } from 'chai';
@@ -19,24 +17,10 @@ import { expectCode } from '../../support/expectCode.ts';
 import { startNginxServer, type NginxServer } from '../../support/nginxServer.ts';
 import { startPebble, type PebbleServer } from '../../support/pebbleServer.ts';
 import { freePort } from '../../support/postgresServer.ts';
+import { viaTls } from '../../support/proxyHelpers.ts';
 
 const DOMAIN = 'app1.opl.test';
 const BLOCKED = 'blocked.opl.test';
-
-/** GET over HTTPS to 127.0.0.1:port as `servername`, verifying the server's certificate against `ca` only. */
-const httpsGet = (port: number, servername: string, ca: string, path = '/'): Promise<{ status: number; body: string; serial: string }> =>
-  new Promise((resolve, reject) => {
-    const req = httpsRequest({ host: '127.0.0.1', port, path, servername, headers: { Host: servername }, ca, agent: false }, (res) => {
-      const serial = (res.socket as TLSSocket).getPeerCertificate().serialNumber;
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, serial }));
-    });
-    req.setTimeout(5000, () => req.destroy(new Error('request timed out')));
-    req.on('error', reject);
-    req.end();
-  });
 
 const challengeFiles = (webroot: string): string[] => {
   try {
@@ -112,7 +96,7 @@ describe('acmeIssuer (real pebble, real nginx)', () => {
     writeFileSync(keyPath, issued.keyPem, { mode: 0o600 });
     expect(statSync(keyPath).mode & 0o777).to.equal(0o600);
     await site({ certPath, keyPath });
-    const res = await httpsGet(nginx.httpsPort, DOMAIN, await pebble.rootCaPem(), '/over-tls');
+    const res = await viaTls(nginx.httpsPort, DOMAIN, await pebble.rootCaPem(), '/over-tls');
     expect(res.status).to.equal(200);
     expect(res.body).to.equal(`upstream saw ${DOMAIN} /over-tls`);
     expect(res.serial.toLowerCase()).to.equal(issued.serial);
