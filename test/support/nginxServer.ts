@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './postgresServer.ts';
+import { isRunning, sleepSync } from './processes.ts';
 
 export type NginxServer = {
   /** The main configuration (give it to `nginx -c`). */
@@ -58,20 +59,6 @@ const descendants = (pid: number): number[] => {
   return out;
 };
 
-/** Alive and not a zombie. */
-const isRunning = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-};
 
 const killQuietly = (pid: number, signal: NodeJS.Signals) => {
   try {
@@ -81,7 +68,6 @@ const killQuietly = (pid: number, signal: NodeJS.Signals) => {
   }
 };
 
-const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
 /** True once something accepts TCP connections on the port. */
 const accepts = (port: number): Promise<boolean> =>

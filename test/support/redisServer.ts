@@ -6,6 +6,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './postgresServer.ts';
+import { isRunning, sleepSync } from './processes.ts';
 
 export type RedisServer = { url: string; port: number; dir: string; stop(): void };
 
@@ -34,22 +35,7 @@ const ping = (port: number): Promise<boolean> =>
     socket.on('error', () => done(false));
   });
 
-const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
-/** Alive and not a zombie (a daemon is re-parented to PID 1, which may not reap it in a container). */
-const isRunning = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return true;
-  }
-};
 
 /** `port` lets a test start a server where a client is already trying to connect. */
 export const startRedisServer = async (opts: { port?: number } = {}): Promise<RedisServer> => {
