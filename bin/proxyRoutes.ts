@@ -3,10 +3,11 @@
 import { readFileSync } from 'node:fs';
 import { proxyCommandRoutes, proxyCommandRunner, proxySecretOwner } from '../commands/proxies.ts';
 import { asLeader } from '../infra/leaderWorker.ts';
+import { reloadSettled } from '../infra/nginx/nginxApplier.ts';
 import { programRunner } from '../infra/programRunner.ts';
 import { proxyReadRoutes } from '../read-api/proxies.ts';
 import { createCertificateWorker } from '../workers/certificateWorker.ts';
-import { createProxyApplier } from '../workers/proxyApplier.ts';
+import { createProxyApplier, type ProxyRef } from '../workers/proxyApplier.ts';
 import type { RouteInstaller } from './app.ts';
 
 /** Test and benchmark knobs (ServerOptions.proxies). */
@@ -23,9 +24,6 @@ export type ProxyOptions = {
 };
 
 const NGINX_PROBE_TTL_MS = 30_000;
-
-/** An address to reach nginx's listen address from this host (a wildcard: loopback). */
-const localAddress = (listen: string) => (listen === '*' || listen === '0.0.0.0' ? '127.0.0.1' : listen === '::' ? '::1' : listen);
 
 /** `nginx -v`, remembered for a while: /proxies/health should not fork on every probe. */
 const nginxProbe = (bin: string) => {
@@ -56,49 +54,48 @@ export const proxyRoutes: RouteInstaller = {
 
     const run = proxyCommandRunner(ctx.commandKit.store);
     const engine = { actor: { user_id: null, username: 'proxy-engine', token_id: null } };
-    const inProject = async (name: string) => ({ ...engine, project: (await reads.proxy(name))?.project ?? null });
-    const requestCertificate = async (name: string, reason: 'requested' | 'renewal', requestedAt: string) => {
-      await run(name, { type: 'RequestCertificate', data: {
-        name, domain: '', email: config.acmeEmail ?? null, reason, force: false, requestedAt, renewBeforeDays: config.renewBeforeDays,
-      } }, await inProject(name));
+    const by = (proxy: ProxyRef) => ({ ...engine, project: proxy.project });
+    const requestCertificate = async (proxy: ProxyRef, reason: 'requested' | 'renewal', requestedAt: string) => {
+      await run(proxy.name, { type: 'RequestCertificate', data: {
+        name: proxy.name, email: config.acmeEmail ?? null, reason, force: false, requestedAt, renewBeforeDays: config.renewBeforeDays,
+      } }, by(proxy));
     };
 
+    const nginxTarget = { nginxBin: config.nginxBin, confPath: config.nginxConf, sitesDir: config.nginxSitesDir };
     const applier = createProxyApplier({
       db, logger, vault: ctx.vault, changes$,
-      nginx: { nginxBin: config.nginxBin, confPath: config.nginxConf, sitesDir: config.nginxSitesDir },
+      nginx: nginxTarget,
       listen: { address: config.proxyListenAddress, httpPort: config.proxyHttpPort, httpsPort: config.proxyHttpsPort },
       acmeWebroot: config.acmeWebroot, certsDir: config.certsDir,
       healthCheck: { path: config.healthCheckPath, timeoutMs: config.healthCheckTimeoutMs },
       ...(opts.applierTickMs ? { tickMs: opts.applierTickMs } : {}),
-      async record(name, o) {
-        const ctx2 = await inProject(name);
+      async record(proxy, o) {
+        const { name } = proxy;
         if (o.ok) {
           await run(name, { type: 'RecordProxyApplied', data: {
             name, configRevision: o.configRevision, definition: o.definition, tlsSerial: o.tlsSerial, appliedAt: o.appliedAt,
-          } }, ctx2);
+          } }, by(proxy));
         } else {
           await run(name, { type: 'RecordProxyApplyFailed', data: {
             name, configRevision: o.configRevision, tlsSerial: o.tlsSerial, code: o.code, message: o.message, at: o.at,
-          } }, ctx2);
+          } }, by(proxy));
         }
       },
-      recordSiteRemoved: async (name, at) => void (await run(name, { type: 'RecordSiteRemoved', data: { name, at } }, engine)),
-      requestCertificate: (name) => requestCertificate(name, 'requested', new Date().toISOString()),
+      recordSiteRemoved: async (proxy, at) => void (await run(proxy.name, { type: 'RecordSiteRemoved', data: { name: proxy.name, at } }, by(proxy))),
+      requestCertificate: (proxy) => requestCertificate(proxy, 'requested', new Date().toISOString()),
     });
 
     const acmeCaPem = opts.acmeCaPem ?? (config.acmeCaFile ? readFileSync(config.acmeCaFile, 'utf8') : undefined);
     const certificates = createCertificateWorker({
       db, logger, vault: ctx.vault, changes$, secretOwner: proxySecretOwner, renewBeforeDays: config.renewBeforeDays,
-      acme: {
-        directoryUrl: config.acmeDirectoryUrl, webroot: config.acmeWebroot, ...(acmeCaPem ? { caPem: acmeCaPem } : {}),
-        selfCheck: { host: localAddress(config.proxyListenAddress), port: config.proxyHttpPort },
-      },
+      acme: { directoryUrl: config.acmeDirectoryUrl, webroot: config.acmeWebroot, ...(acmeCaPem ? { caPem: acmeCaPem } : {}) },
+      nginxSettled: async () => void (await reloadSettled(nginxTarget)),
       ...(opts.renewTickMs ? { renewTickMs: opts.renewTickMs } : {}),
       ...(opts.renewRetryMs ? { renewRetryMs: opts.renewRetryMs } : {}),
       ...(opts.now ? { now: opts.now } : {}),
-      recordIssued: async (name, data) => !!(await run(name, { type: 'RecordCertificateIssued', data }, await inProject(name))).append,
-      recordFailed: async (name, data) => void (await run(name, { type: 'RecordCertificateFailed', data }, await inProject(name))),
-      requestRenewal: (name, at) => requestCertificate(name, 'renewal', at),
+      recordIssued: async (proxy, data) => !!(await run(proxy.name, { type: 'RecordCertificateIssued', data }, by(proxy))).append,
+      recordFailed: async (proxy, data) => void (await run(proxy.name, { type: 'RecordCertificateFailed', data }, by(proxy))),
+      requestRenewal: (proxy, at) => requestCertificate(proxy, 'renewal', at),
     });
 
     const lock = (name: string) => () => ctx.kernel.database.tryAdvisoryLock(`opsledger:worker:${name}`);

@@ -14,7 +14,7 @@ import { requirePrincipal, requireResourceAccess } from '../infra/auth/authentic
 import { can, visibleProjects } from '../infra/auth/authorize.ts';
 import type { Principal } from '../infra/auth/principal.ts';
 import { AppError } from '../infra/errors.ts';
-import { withIfMatch } from '../infra/http/conditional.ts';
+import { setEtag, withIfMatch } from '../infra/http/conditional.ts';
 import { statusOf } from '../infra/http/errorStatus.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { sendProblem } from '../infra/http/problem.ts';
@@ -33,7 +33,7 @@ type Routes = ReturnType<typeof bindRoutes>;
 export type ProxyFound = {
   view: { status: 'pending' | 'active' | 'failed'; last_error: { code: string; message: string } | null; certificate: unknown | null };
   revision: bigint; project: string;
-  row: { domain: string; handled_revision: string | null; site_removed: boolean; applied_definition: unknown | null };
+  row: { handled_revision: string | null; site_removed: boolean; applied_definition: unknown | null };
 };
 
 export type ProxyViews = {
@@ -138,7 +138,7 @@ export const proxyCommandRoutes = (routes: Routes, deps: ProxyCommandDeps): void
 
   const answerApplied = (res: Response, found: ProxyFound | null, name: string, created: boolean, done: boolean) => {
     if (!found) throw proxyNotFound(name);
-    res.setHeader('ETag', `"${found.revision}"`);
+    setEtag(res, found.revision);
     if (!done) {
       res.status(202).json(found.view);
       return;
@@ -215,7 +215,7 @@ export const proxyCommandRoutes = (routes: Routes, deps: ProxyCommandDeps): void
       throw conflict(`proxy ${params.name} is not applied (${found.view.status}): nginx must serve it before an ACME server can validate it`);
     }
     const result = await run(params.name, { type: 'RequestCertificate', data: {
-      name: params.name, domain: found.row.domain, email: body.email ?? deps.acmeEmail ?? null, reason: 'requested', force: body.force_renew,
+      name: params.name, email: body.email ?? deps.acmeEmail ?? null, reason: 'requested', force: body.force_renew,
       requestedAt: new Date().toISOString(), renewBeforeDays: deps.renewBeforeDays,
     } }, commandContext(req, res, found.project));
     await settle(deps, res, [result]);

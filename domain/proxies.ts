@@ -52,8 +52,11 @@ export type ProxyCommand =
   | { type: 'RecordProxyApplyFailed'; data: ProxyApplyFailed['data'] }
   | { type: 'DeleteProxy'; data: { name: string } }
   | { type: 'RecordSiteRemoved'; data: ProxySiteRemoved['data'] }
-  /** `now` and `renewBeforeDays` decide whether a valid certificate is due (the command carries the clock). */
-  | { type: 'RequestCertificate'; data: CertificateRequested['data'] & { renewBeforeDays: number } }
+  /**
+   * `requestedAt` and `renewBeforeDays` decide whether a valid certificate is due (the
+   * command carries the clock); the certificate is for the proxy's own domain.
+   */
+  | { type: 'RequestCertificate'; data: Omit<CertificateRequested['data'], 'domain'> & { renewBeforeDays: number } }
   | { type: 'RecordCertificateIssued'; data: CertificateIssued['data'] }
   | { type: 'RecordCertificateFailed'; data: CertificateFailed['data'] };
 

@@ -83,10 +83,6 @@ export const createProgramRunner = () => {
         });
       });
     },
-    close() {
-      helper?.kill();
-      helper = null;
-    },
   };
 };
 

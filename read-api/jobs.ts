@@ -15,6 +15,7 @@ import { setEtag } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { CursorPageOf, cursorPage, Limit, page, PageOf, Pagination, Slug, Uuid } from '../infra/http/validate.ts';
 import { inProjects, LabelFilter, parseLabels } from './monitoring.ts';
+import { projectExists } from './projects.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
 const Time = z.iso.datetime();
@@ -259,10 +260,7 @@ export const jobQueries = (db: Kysely<Tables>, opts: { now?: () => Date } = {}) 
     /** The view schemas, for the command routes’ responses. */
     schemas: { System: SystemView, Job: JobView, JobDetails: JobDetailsView, Template: TemplateView },
 
-    /** Whether the project exists and is not deleted (a new system, job or template needs one). */
-    async projectExists(slug: string): Promise<boolean> {
-      return !!(await db.selectFrom('projects').select('slug').where('slug', '=', slug).where('deleted', '=', false).executeTakeFirst());
-    },
+    projectExists: (slug: string): Promise<boolean> => projectExists(db, slug),
 
     /** A system that is not deleted; `row` is for the commands and the runner (holds the credential reference: never answer it). */
     async system(id: string): Promise<{ view: SystemView; revision: bigint; project: string; row: SystemRow } | null> {

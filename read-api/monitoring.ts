@@ -13,6 +13,7 @@ import { setEtag } from '../infra/http/conditional.ts';
 import type { bindRoutes } from '../infra/http/openapi.ts';
 import { CursorPageOf, cursorPage, Limit, page, PageOf, Pagination, Slug, Uuid } from '../infra/http/validate.ts';
 import { nodesUptime, WINDOWS } from './uptime.ts';
+import { projectExists } from './projects.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
 const Time = z.iso.datetime();
@@ -178,10 +179,7 @@ export const monitoringQueries = (db: Kysely<Tables>, refCache: EpochCache<{ nod
         groups: (await groups.orderBy('project').orderBy('name').execute()).map((g) => ({ ...g, status: g.status as GroupView['status'] })),
       };
     },
-    /** Whether the project exists and is not deleted (a new node, group or channel needs one). */
-    async projectExists(slug: string): Promise<boolean> {
-      return !!(await db.selectFrom('projects').select('slug').where('slug', '=', slug).where('deleted', '=', false).executeTakeFirst());
-    },
+    projectExists: (slug: string): Promise<boolean> => projectExists(db, slug),
     async group(groupId: string): Promise<{ view: GroupView; revision: bigint; project: string } | null> {
       const g = await db.selectFrom('node_groups').selectAll().where('id', '=', groupId).where('deleted', '=', false).executeTakeFirst();
       return g ? { view: toGroupView(g), revision: BigInt(g.revision), project: g.project } : null;

@@ -60,6 +60,10 @@ const seesAll = (principal: Principal): boolean =>
   principal.role === 'admin' && !principal.projectPin && (!principal.scopes || PROJECT_PERMISSIONS.some((p) => principal.scopes!.has(p)));
 
 /** `cache`: single project rows by slug, exact while the projects read model stands still (infra/epochCache.ts). */
+/** Whether the project exists and is not deleted (a new node, system, job, template or proxy needs one). */
+export const projectExists = async (db: Kysely<Tables>, slug: string): Promise<boolean> =>
+  !!(await db.selectFrom('projects').select('slug').where('slug', '=', slug).where('deleted', '=', false).executeTakeFirst());
+
 export const projectQueries = (db: Kysely<Tables>, cache: EpochCache<ProjectRow | null> = noCache()) => ({
   /** The live project, or null when it does not exist or was deleted. */
   async project(slug: string, principal: Principal | null): Promise<{ view: ProjectView; revision: bigint } | null> {

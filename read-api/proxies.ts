@@ -14,6 +14,7 @@ import type { bindRoutes } from '../infra/http/openapi.ts';
 import { page, PageOf, Pagination, Slug } from '../infra/http/validate.ts';
 import { ProxyName } from '../infra/nginx/validateNames.ts';
 import { inProjects } from './monitoring.ts';
+import { projectExists } from './projects.ts';
 
 type Routes = ReturnType<typeof bindRoutes>;
 type ProxyRow = Selectable<ProxiesTable>;
@@ -94,9 +95,7 @@ export const proxyQueries = (db: Kysely<Tables>, opts: { now?: () => Date } = {}
   return {
     schemas: { Proxy: ProxyView, Certificate: CertificateView },
 
-    async projectExists(slug: string): Promise<boolean> {
-      return !!(await db.selectFrom('projects').select('slug').where('slug', '=', slug).where('deleted', '=', false).executeTakeFirst());
-    },
+    projectExists: (slug: string): Promise<boolean> => projectExists(db, slug),
 
     /** A live proxy; `row` and `certificate` are for the commands and workers (the certificate row holds the key's reference: never answer it). */
     async proxy(name: string): Promise<ProxyFound | null> {

@@ -10,33 +10,33 @@
 // Renewals: on a timer, each valid certificate that is due gets a renewal request; after a
 // failed renewal the next waits (doubling from `renewRetryMs`, at most a day), and the
 // projection alerts cert.expiring when renewals keep failing.
-import { randomBytes } from 'node:crypto';
-import { request } from 'node:http';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { filter, type Observable, type Subscription } from 'rxjs';
 import type { CertificateFailed, CertificateIssued } from '../domain/proxies.ts';
 import { createAccountKey, issueCertificate } from '../infra/acme/acmeIssuer.ts';
-import { removeChallengeFile, writeChallengeFile } from '../infra/acme/challengeFile.ts';
 import type { Tables } from '../infra/db/tables.ts';
 import { nameUuid } from '../infra/ids.ts';
 import type { Vault } from '../infra/vault.ts';
 import { repeatingPass } from '../infra/repeatingPass.ts';
 import type { Worker } from '../infra/workers.ts';
+import type { ProxyRef } from './proxyApplier.ts';
 
 export type CertificateWorkerDeps = {
   db: Kysely<Tables>;
   vault: Pick<Vault, 'put' | 'getText' | 'delete'>;
   /** Where a proxy's keys live in the vault (deleting the proxy shreds them). */
   secretOwner(name: string): string;
-  acme: {
-    directoryUrl: string; caPem?: string; webroot: string; timeoutMs?: number;
-    /** Where nginx's HTTP side answers (e.g. 127.0.0.1:80): before ordering, wait until it serves the webroot for the domain. */
-    selfCheck?: { host: string; port: number; timeoutMs?: number };
-  };
-  recordIssued(name: string, data: CertificateIssued['data']): Promise<boolean>;
-  recordFailed(name: string, data: CertificateFailed['data']): Promise<void>;
-  requestRenewal(name: string, requestedAt: string): Promise<void>;
+  acme: { directoryUrl: string; caPem?: string; webroot: string; timeoutMs?: number };
+  /**
+   * Resolves once nginx serves with its last reloaded configuration: an apply is recorded
+   * when the reload is signalled, and until nginx's new workers take over, a CA fetching the
+   * challenge of a proxy just applied would get the previous configuration's answer.
+   */
+  nginxSettled(): Promise<void>;
+  recordIssued(proxy: ProxyRef, data: CertificateIssued['data']): Promise<boolean>;
+  recordFailed(proxy: ProxyRef, data: CertificateFailed['data']): Promise<void>;
+  requestRenewal(proxy: ProxyRef, requestedAt: string): Promise<void>;
   changes$: Observable<{ topic: string; kind: string }>;
   renewBeforeDays: number;
   logger: Logger;
@@ -50,24 +50,6 @@ export type CertificateWorkerDeps = {
 const ACCOUNT_NAMESPACE = '8f5b2c1e-7d4a-4b3e-9a6f-2e1d0c9b8a71';
 const ACCOUNT_OWNER = 'acme-account';
 const DAY_MS = 86_400_000;
-/** How long nginx must answer the challenge path in a row before an order (see untilServed). */
-const SERVED_STABLE_MS = 250;
-
-/** GET http://host:port/path as `domain`: the body when 200, else null. */
-const probe = (host: string, port: number, domain: string, path: string): Promise<string | null> =>
-  new Promise((resolve) => {
-    const req = request({ host, port, path, headers: { host: domain, connection: 'close' }, agent: false, timeout: 1000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve(res.statusCode === 200 ? body : null));
-      res.on('error', () => resolve(null));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(null));
-    req.end();
-  });
-
 export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & { orderPending(): Promise<void>; renewDue(): Promise<void> } => {
   const { db } = deps;
   const log = deps.logger.child({ worker: 'acme' });
@@ -91,55 +73,18 @@ export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & {
     return key;
   };
 
-  /**
-   * Waits (bounded) until nginx steadily serves the webroot's challenge path for `domain`.
-   * The applier records a proxy as applied right after `nginx -s reload`, which only signals
-   * nginx's master: it starts new workers, and the old ones keep accepting connections with
-   * the previous configuration (for a new proxy, the catch-all's 404) until it tells them to
-   * quit, some 100 ms later; a CA validating meanwhile fails the order. So the probe must
-   * answer for SERVED_STABLE_MS in a row. After the wait the order goes ahead anyway, and
-   * the CA says what is wrong.
-   */
-  const untilServed = async (domain: string) => {
-    const check = deps.acme.selfCheck;
-    if (!check) return;
-    const token = `opsledger-probe-${randomBytes(12).toString('hex')}`;
-    const content = randomBytes(12).toString('hex');
-    let path: string | null = null;
-    try {
-      path = await writeChallengeFile(deps.acme.webroot, token, content);
-      const deadline = Date.now() + (check.timeoutMs ?? 5000);
-      let servedSince: number | null = null;
-      while (!stopped) {
-        const ok = (await probe(check.host, check.port, domain, `/.well-known/acme-challenge/${token}`)) === content;
-        const t = Date.now();
-        servedSince = ok ? (servedSince ?? t) : null;
-        if (servedSince !== null && t - servedSince >= SERVED_STABLE_MS) return;
-        if (t >= deadline) {
-          log.warn({ domain }, 'nginx does not serve the ACME challenge path for this domain yet; ordering anyway');
-          return;
-        }
-        await new Promise((r) => setTimeout(r, 25));
-      }
-    } catch (err) {
-      log.warn({ domain, err: (err as Error).message }, 'could not check that nginx serves the ACME challenge path; ordering anyway');
-    } finally {
-      if (path) await removeChallengeFile(path);
-    }
-  };
-
-  const order = async (r: { name: string; domain: string; reason: 'requested' | 'renewal'; email: string | null }) => {
+  const order = async (r: ProxyRef & { domain: string; reason: 'requested' | 'renewal'; email: string | null }) => {
     const at = () => now().toISOString();
     current = r.name;
     try {
-      await untilServed(r.domain);
+      await deps.nginxSettled();
       const cert = await issueCertificate({
         directoryUrl: deps.acme.directoryUrl, accountKeyPem: await accountKey(), domain: r.domain, webroot: deps.acme.webroot,
         ...(r.email ? { email: r.email } : {}), ...(deps.acme.caPem ? { caPem: deps.acme.caPem } : {}),
         ...(deps.acme.timeoutMs ? { timeoutMs: deps.acme.timeoutMs } : {}),
       });
       const keyRef = await deps.vault.put(deps.secretOwner(r.name), 'tls-key', cert.keyPem);
-      const recorded = await deps.recordIssued(r.name, {
+      const recorded = await deps.recordIssued(r, {
         name: r.name, domain: r.domain, notBefore: cert.notBefore, expiry: cert.expiry, issuer: cert.issuer.slice(0, 500),
         serial: cert.serial.toLowerCase(), chainPem: cert.chainPem, keyRef, issuedAt: at(),
       });
@@ -151,7 +96,7 @@ export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & {
       const e = err as { code?: string; message?: string; details?: { acme_type?: string } };
       lastError = e.message ?? String(err);
       log.warn({ proxy: r.name, domain: r.domain, code: e.code, err: lastError }, 'certificate order failed');
-      await deps.recordFailed(r.name, {
+      await deps.recordFailed(r, {
         name: r.name, domain: r.domain, reason: r.reason, code: e.code ?? 'SSL_ISSUANCE_FAILED', message: lastError.slice(0, 3000),
         acmeType: e.details?.acme_type ?? null, at: at(),
       });
@@ -162,7 +107,7 @@ export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & {
 
   const pass = async () => {
     const rows = await db.selectFrom('proxy_certificates as c').innerJoin('proxies as p', 'p.name', 'c.name')
-      .select(['c.name', 'c.domain', 'c.request_reason', 'c.requested_at', 'c.email'])
+      .select(['c.name', 'c.project', 'c.domain', 'c.request_reason', 'c.requested_at', 'c.email'])
       .where('c.status', 'in', ['pending', 'renewing']).where('p.deleted', '=', false).orderBy('c.requested_at').execute();
     for (const r of rows) {
       if (stopped) return;
@@ -170,7 +115,7 @@ export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & {
       if (answered.get(r.name) === requested) continue;
       answered.set(r.name, requested);
       try {
-        await order({ name: r.name, domain: r.domain, reason: r.request_reason === 'renewal' ? 'renewal' : 'requested', email: r.email });
+        await order({ name: r.name, project: r.project, domain: r.domain, reason: r.request_reason === 'renewal' ? 'renewal' : 'requested', email: r.email });
       } catch (err) {
         // The outcome could not be recorded: forget it so the next pass orders again.
         answered.delete(r.name);
@@ -192,7 +137,7 @@ export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & {
   const renewDue = async (): Promise<void> => {
     const t = now();
     const rows = await db.selectFrom('proxy_certificates as c').innerJoin('proxies as p', 'p.name', 'c.name')
-      .select(['c.name', 'c.expiry', 'c.renewal_failures', 'c.last_error'])
+      .select(['c.name', 'c.project', 'c.expiry', 'c.renewal_failures', 'c.last_error'])
       .where('c.status', '=', 'valid').where('p.deleted', '=', false)
       .where('c.expiry', '<=', new Date(t.getTime() + deps.renewBeforeDays * DAY_MS)).execute();
     for (const r of rows) {
@@ -202,7 +147,7 @@ export const createCertificateWorker = (deps: CertificateWorkerDeps): Worker & {
         if (Number.isFinite(failedAt) && t.getTime() - failedAt < wait) continue;
       }
       try {
-        await deps.requestRenewal(r.name, t.toISOString());
+        await deps.requestRenewal(r, t.toISOString());
       } catch (err) {
         log.error({ proxy: r.name, err: (err as Error).message }, 'could not request a renewal');
       }

@@ -9,11 +9,11 @@
 // from disk, where the crash may have left an untested file. On start it also re-renders
 // every applied proxy and re-applies those whose file differs (a crash, or new listen
 // ports), and sweeps temp files left by an interrupted write.
-import { mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import { filter, type Observable, type Subscription } from 'rxjs';
-import type { ProxyDefinition, ProxyErrorCode } from '../domain/proxies.ts';
+import { sameDefinition, type ProxyDefinition, type ProxyErrorCode } from '../domain/proxies.ts';
 import type { Tables } from '../infra/db/tables.ts';
 import { runCheck } from '../infra/healthCheck.ts';
 import type { Logger } from 'pino';
@@ -24,6 +24,9 @@ import { isIpAddress } from '../infra/nginx/validateNames.ts';
 import type { Vault } from '../infra/vault.ts';
 import { repeatingPass } from '../infra/repeatingPass.ts';
 import type { Worker } from '../infra/workers.ts';
+
+/** Which proxy, and its project (for the outcome's event metadata). */
+export type ProxyRef = { name: string; project: string };
 
 export type ApplyOutcome =
   | { ok: true; configRevision: number; definition: ProxyDefinition; tlsSerial: string | null; appliedAt: string }
@@ -38,10 +41,10 @@ export type ProxyApplierDeps = {
   healthCheck: { path: string; timeoutMs: number };
   vault: Pick<Vault, 'getText'>;
   /** Records an outcome (a command on the proxy's stream). */
-  record(name: string, outcome: ApplyOutcome): Promise<void>;
-  recordSiteRemoved(name: string, at: string): Promise<void>;
+  record(proxy: ProxyRef, outcome: ApplyOutcome): Promise<void>;
+  recordSiteRemoved(proxy: ProxyRef, at: string): Promise<void>;
   /** Asks for a first certificate for a proxy with enable_ssl that has none. */
-  requestCertificate(name: string): Promise<void>;
+  requestCertificate(proxy: ProxyRef): Promise<void>;
   /** Read-model changes that may mean work (any; the applier filters). */
   changes$: Observable<{ topic: string; kind: string }>;
   logger: Logger;
@@ -52,8 +55,8 @@ export type ProxyApplierDeps = {
 const WAKE_KINDS = new Set(['ProxyConfigured', 'ProxyDeleted', 'CertificateIssued']);
 const MAX_MESSAGE = 3000;
 
-type Work = {
-  name: string; deleted: boolean; siteRemoved: boolean; configRevision: number; definition: ProxyDefinition;
+type Work = ProxyRef & {
+  deleted: boolean; siteRemoved: boolean; configRevision: number; definition: ProxyDefinition;
   handled: string | null; applied: ProxyDefinition | null; appliedSerial: string | null;
   cert: { serial: string; keyRef: string; chainPem: string } | null; hasCertificate: boolean;
 };
@@ -67,7 +70,7 @@ export const certFiles = (certsDir: string, name: string, serial: string) => ({
   dir: join(certsDir, name), certPath: join(certsDir, name, `${serial}.crt`), keyPath: join(certsDir, name, `${serial}.key`),
 });
 
-const exists = (path: string) => readFile(path).then(() => true, () => false);
+const exists = (path: string) => access(path).then(() => true, () => false);
 
 export const createProxyApplier = (deps: ProxyApplierDeps): Worker & { reconcile(): Promise<void> } => {
   const { db, logger } = deps;
@@ -90,14 +93,14 @@ export const createProxyApplier = (deps: ProxyApplierDeps): Worker & { reconcile
   const load = async (): Promise<Work[]> => {
     const rows = await db.selectFrom('proxies as p').leftJoin('proxy_certificates as c', 'c.name', 'p.name')
       .select([
-        'p.name', 'p.deleted', 'p.site_removed', 'p.config_revision', 'p.domain', 'p.upstream_host', 'p.upstream_port', 'p.upstream_scheme',
+        'p.name', 'p.project', 'p.deleted', 'p.site_removed', 'p.config_revision', 'p.domain', 'p.upstream_host', 'p.upstream_port', 'p.upstream_scheme',
         'p.require_healthy', 'p.enable_ssl', 'p.websockets', 'p.handled_revision', 'p.handled_tls_serial', 'p.applied_definition',
         'p.applied_tls_serial', 'c.serial', 'c.key_ref', 'c.chain_pem', 'c.status as cert_status',
       ]).where((eb) => eb.or([eb('p.deleted', '=', false), eb('p.site_removed', '=', false)])).orderBy('p.name').execute();
     return rows.map((r) => {
       const cert = r.serial && r.key_ref && r.chain_pem ? { serial: r.serial, keyRef: r.key_ref, chainPem: r.chain_pem } : null;
       return {
-        name: r.name, deleted: r.deleted, siteRemoved: r.site_removed, configRevision: Number(r.config_revision),
+        name: r.name, project: r.project, deleted: r.deleted, siteRemoved: r.site_removed, configRevision: Number(r.config_revision),
         definition: {
           domain: r.domain, upstreamHost: r.upstream_host, upstreamPort: r.upstream_port, upstreamScheme: r.upstream_scheme as ProxyDefinition['upstreamScheme'],
           requireHealthy: r.require_healthy, enableSsl: r.enable_ssl, websockets: r.websockets,
@@ -147,7 +150,7 @@ export const createProxyApplier = (deps: ProxyApplierDeps): Worker & { reconcile
       try {
         await removeSite({ ...deps.nginx, name: w.name, reloadIfAbsent: true });
         await pruneCertFiles(w.name, null);
-        await deps.recordSiteRemoved(w.name, at());
+        await deps.recordSiteRemoved(w, at());
         handled.set(w.name, 'removed');
       } catch (err) {
         // Retried on the next tick; the proxy is gone from the API already.
@@ -161,10 +164,10 @@ export const createProxyApplier = (deps: ProxyApplierDeps): Worker & { reconcile
     const serial = w.cert?.serial ?? null;
     const fail = async (code: ProxyErrorCode, message: string) => {
       lastError = message;
-      await deps.record(w.name, { ok: false, configRevision: w.configRevision, tlsSerial: serial, code, message: message.slice(0, MAX_MESSAGE), at: at() });
+      await deps.record(w, { ok: false, configRevision: w.configRevision, tlsSerial: serial, code, message: message.slice(0, MAX_MESSAGE), at: at() });
     };
     // A certificate change of a definition nginx already routes needs no new health check.
-    const routedAlready = w.applied !== null && JSON.stringify(w.applied) === JSON.stringify(w.definition);
+    const routedAlready = w.applied !== null && sameDefinition(w.applied, w.definition);
     if (w.definition.requireHealthy && !routedAlready) {
       const unhealthy = await healthy(w.definition);
       if (unhealthy) return fail('UPSTREAM_UNHEALTHY', unhealthy);
@@ -181,9 +184,9 @@ export const createProxyApplier = (deps: ProxyApplierDeps): Worker & { reconcile
       return fail('CONFIG_WRITE_FAILED', (err as Error).message);
     }
     lastError = null;
-    await deps.record(w.name, { ok: true, configRevision: w.configRevision, definition: w.definition, tlsSerial: serial, appliedAt: at() });
+    await deps.record(w, { ok: true, configRevision: w.configRevision, definition: w.definition, tlsSerial: serial, appliedAt: at() });
     await pruneCertFiles(w.name, serial).catch(() => undefined);
-    if (w.definition.enableSsl && !w.hasCertificate) await deps.requestCertificate(w.name);
+    if (w.definition.enableSsl && !w.hasCertificate) await deps.requestCertificate(w);
   };
 
   const pass = async (): Promise<void> => {

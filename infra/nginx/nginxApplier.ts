@@ -82,28 +82,99 @@ const pidFileOf = async (t: NginxTarget): Promise<string | null> => {
   return path && path.startsWith('/') ? path : null;
 };
 
+/** The master's worker processes (pid → shutting down?), from /proc; null where /proc cannot tell. */
+const workersOf = async (master: number): Promise<Map<number, boolean> | null> => {
+  let children: string;
+  try {
+    children = await readFile(`/proc/${master}/task/${master}/children`, 'utf8');
+  } catch {
+    return null;
+  }
+  const out = new Map<number, boolean>();
+  for (const pid of children.split(' ').filter(Boolean).map(Number)) {
+    // nginx titles its processes; a worker told to quit says so before it closes its listeners.
+    const title = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (title.includes('worker process')) out.set(pid, title.includes('shutting down'));
+  }
+  return out;
+};
+
+const RELOAD_POLL_MS = 5;
+
+/** One lock and one reload record per main configuration. */
+const configKey = (t: NginxTarget) => t.confPath ?? '(default)';
+
+/**
+ * A reload is only a signal: the master then parses the configuration again, starts new
+ * workers and tells the old ones to quit, while they go on accepting connections with the
+ * previous configuration. Done means: a worker the reload started is there, and every
+ * worker from before is shutting down or gone. A master that keeps its old workers did
+ * not take the configuration (it says why in its error log only).
+ */
+const untilReloaded = async (master: number, before: Map<number, boolean>, timeoutMs: number): Promise<NginxRun> => {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const now = await workersOf(master);
+    if (now === null) return { ok: true, output: '' };
+    const started = [...now.keys()].some((pid) => !before.has(pid));
+    const oldOnesQuit = [...before.keys()].every((pid) => !now.has(pid) || now.get(pid));
+    if (started && oldOnesQuit) return { ok: true, output: '' };
+    if (Date.now() >= deadline) {
+      return { ok: false, output: `nginx's master (pid ${master}) did not start workers with the new configuration within ${timeoutMs} ms; its error log says why` };
+    }
+    await new Promise((r) => setTimeout(r, RELOAD_POLL_MS));
+  }
+};
+
 /**
  * What `nginx -s reload` does, without it: that command parses the whole configuration
  * again only to find the pid file, which doubles the cost of an apply. The master is
  * signalled directly (SIGHUP: it re-reads the configuration, and keeps the running one if
- * that fails, exactly as after `-s reload`); whenever the pid cannot be told for sure, or
- * the signal cannot be sent, `nginx -s reload` runs and speaks for itself.
+ * that fails, exactly as after `-s reload`); reloadSettled tells when nginx serves with the
+ * new configuration. Whenever the pid cannot be told for sure, or the
+ * signal cannot be sent, `nginx -s reload` runs and speaks for itself.
  */
 export const reloadNginx = async (t: NginxTarget): Promise<NginxRun> => {
+  let master: number | null = null;
   try {
     const pidFile = await pidFileOf(t);
     if (pidFile) {
       const pid = Number((await readFile(pidFile, 'utf8')).trim());
-      if (Number.isInteger(pid) && pid > 1) {
-        process.kill(pid, 'SIGHUP');
-        return { ok: true, output: '' };
-      }
+      if (Number.isInteger(pid) && pid > 1) master = pid;
     }
   } catch {
-    // Not readable, not running, not ours to signal: nginx's own command reports why.
+    // Not readable: nginx's own command reports why.
+  }
+  if (master !== null) {
+    const before = await workersOf(master);
+    try {
+      process.kill(master, 'SIGHUP');
+      if (before !== null) {
+        const key = configKey(t);
+        const settled = untilReloaded(master, before, t.timeoutMs ?? 15_000);
+        reloads.set(key, settled);
+        void settled.then(() => {
+          if (reloads.get(key) === settled) reloads.delete(key);
+        });
+      }
+      return { ok: true, output: '' };
+    } catch {
+      // Not running, not ours to signal: nginx's own command reports why.
+    }
   }
   return runNginx(t, ['-s', 'reload']);
 };
+
+/** The last signalled reload of each configuration, until nginx serves with it. */
+const reloads = new Map<string, Promise<NginxRun>>();
+
+/**
+ * Resolves once nginx serves with the configuration of the last reload (at once if none is
+ * under way): for whoever needs the new configuration live, such as an ACME server about to
+ * fetch a challenge. A reload itself returns as soon as it is signalled, as `nginx -s
+ * reload` does.
+ */
+export const reloadSettled = (t: NginxTarget): Promise<NginxRun> => reloads.get(configKey(t)) ?? Promise.resolve({ ok: true, output: '' });
 
 const readIfExists = async (path: string): Promise<string | null> => {
   try {
@@ -185,7 +256,7 @@ export const applySite = (t: NginxTarget & { name: string; content: string; prev
   check(isProxyName(t.name), 'name', t.name, 'a slug ([a-z0-9][a-z0-9-]{0,62})');
   const file = `${t.name}.conf`;
   const path = join(t.sitesDir, file);
-  return serialized(t.confPath ?? '(default)', async () => {
+  return serialized(configKey(t), async () => {
     let previous: string | null;
     let onDisk: string | null;
     try {
@@ -217,7 +288,7 @@ export const removeSite = (t: NginxTarget & { name: string; reloadIfAbsent?: boo
   check(isProxyName(t.name), 'name', t.name, 'a slug ([a-z0-9][a-z0-9-]{0,62})');
   const file = `${t.name}.conf`;
   const path = join(t.sitesDir, file);
-  return serialized(t.confPath ?? '(default)', async () => {
+  return serialized(configKey(t), async () => {
     let previous: string | null;
     try {
       previous = await readIfExists(path);
