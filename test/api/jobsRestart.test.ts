@@ -1,18 +1,14 @@
 // Nothing stays `running` when the process running it dies: `opsledger serve` is killed
 // (SIGKILL) in the middle of a job, and the next start ends its execution as
 // `interrupted` and runs what was still pending. A clean stop kills and records too.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
-import { ADMIN_PASSWORD, clientFor, startApi, type TestApi } from '../support/apiClient.ts';
+import { startApi, type TestApi } from '../support/apiClient.ts';
+import { withServeChild } from '../support/serveChild.ts';
 import { freshDatabaseUrl } from '../support/databases.ts';
 import { openServerDatabase } from '../../infra/db/database.ts';
-import { freePort } from '../support/postgresServer.ts';
 import { startSshServer, type SshServer } from '../support/sshServer.ts';
 import { waitFor } from '../support/waitFor.ts';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 describe('jobs across a crash and a restart', function () {
   this.timeout(120_000);
@@ -28,39 +24,27 @@ describe('jobs across a crash and a restart', function () {
 
   it('ends the execution a killed process was running as interrupted, and runs the pending one after the restart', async () => {
     const databaseUrl = await freshDatabaseUrl();
-    const port = await freePort();
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/cli.ts', 'serve'], {
-      cwd: ROOT, stdio: 'ignore',
-      env: { ...process.env, ...keys, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', PORT: String(port), ADMIN_PASSWORD, LOG_LEVEL: 'warn' },
-    });
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    try {
-      const url = `http://127.0.0.1:${port}`;
-      await waitFor(async () => (await fetch(`${url}/health`).catch(() => null))?.ok, 'the first instance', 60_000);
-      const login = await clientFor(url, null).post('/auth/login', { username: 'admin', password: ADMIN_PASSWORD });
-      const first = clientFor(url, login.body.access_token);
+    const job = await withServeChild({ ...keys, DATABASE_URL: databaseUrl }, async ({ admin: first, kill }) => {
       const system = (await first.post('/systems', { name: 'host', hostname: '127.0.0.1', port: ssh.port, username: ssh.username, auth: { password: ssh.password } })).body;
       const other = (await first.post('/systems', { name: 'host-2', hostname: '127.0.0.1', port: ssh.port, username: ssh.username, auth: { password: ssh.password } })).body;
       // One at a time: the first runs when the process dies, the second is still pending.
-      const job = (await first.post('/jobs', { command: 'sleep 3', system_ids: [system.id, other.id], max_parallel: 1 })).body;
-      expect(job.id).to.be.a('string');
-      await waitFor(async () => (await first.get(`/jobs/${job.id}`)).body.executions.some((e: { status: string }) => e.status === 'running'), 'an execution to run');
-      child.kill('SIGKILL');
-      await exited;
+      const created = (await first.post('/jobs', { command: 'sleep 3', system_ids: [system.id, other.id], max_parallel: 1 })).body;
+      expect(created.id).to.be.a('string');
+      await waitFor(async () => (await first.get(`/jobs/${created.id}`)).body.executions.some((e: { status: string }) => e.status === 'running'), 'an execution to run');
+      await kill();
+      return created;
+    });
 
-      api = await startApi({ flavour: 'postgres', env: { DATABASE_URL: databaseUrl, ...keys }, server: { jobs: { leaseTtlMs: 1000, heartbeatMs: 200 } } });
-      const done = await waitFor(async () => {
-        const j = (await api!.admin.get(`/jobs/${job.id}`)).body;
-        return ['completed', 'failed'].includes(j.status) ? j : null;
-      }, 'the job to end after the restart', 30_000);
-      const statuses = done.executions.map((e: { status: string }) => e.status).sort();
-      expect(statuses).to.deep.equal(['completed', 'interrupted']);
-      const interrupted = done.executions.find((e: { status: string }) => e.status === 'interrupted');
-      expect(interrupted.error_message).to.match(/stopped before it finished/);
-      expect(done.status).to.equal('failed');
-    } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }
+    api = await startApi({ flavour: 'postgres', env: { DATABASE_URL: databaseUrl, ...keys }, server: { jobs: { leaseTtlMs: 1000, heartbeatMs: 200 } } });
+    const done = await waitFor(async () => {
+      const j = (await api!.admin.get(`/jobs/${job.id}`)).body;
+      return ['completed', 'failed'].includes(j.status) ? j : null;
+    }, 'the job to end after the restart', 30_000);
+    const statuses = done.executions.map((e: { status: string }) => e.status).sort();
+    expect(statuses).to.deep.equal(['completed', 'interrupted']);
+    const interrupted = done.executions.find((e: { status: string }) => e.status === 'interrupted');
+    expect(interrupted.error_message).to.match(/stopped before it finished/);
+    expect(done.status).to.equal('failed');
   });
 
   it('a clean stop kills what runs and records it as interrupted', async () => {

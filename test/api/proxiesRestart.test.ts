@@ -2,21 +2,17 @@
 // (SIGKILL) after it wrote a proxy's new server block and while `nginx -t` runs on it.
 // nginx must still run its last tested configuration, and the next start must finish the
 // apply so that the proxy's status is what nginx really serves.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
-import { ADMIN_PASSWORD, clientFor, startApi, type TestApi } from '../support/apiClient.ts';
+import { startApi, type TestApi } from '../support/apiClient.ts';
+import { withServeChild } from '../support/serveChild.ts';
 import { freshDatabaseUrl } from '../support/databases.ts';
 import { startNginxServer, type NginxServer } from '../support/nginxServer.ts';
-import { freePort } from '../support/postgresServer.ts';
 import { waitFor } from '../support/waitFor.ts';
 import { nginxEnv, upstream, viaNginx, type Upstream } from '../support/proxyHelpers.ts';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 describe('proxies across a crash in the middle of an apply', function () {
   this.timeout(120_000);
@@ -55,35 +51,23 @@ describe('proxies across a crash in the middle of an apply', function () {
     const keys = { SECRET_KEY: randomBytes(32).toString('hex'), SECRETS_KEY: randomBytes(32).toString('hex') };
     const env = nginxEnv(nginx, join(scratch, 'certs'));
     const databaseUrl = await freshDatabaseUrl();
-    const port = await freePort();
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/cli.ts', 'serve'], {
-      cwd: ROOT, stdio: 'ignore',
-      env: { ...process.env, ...keys, ...env, NGINX_BIN: wrapper, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', PORT: String(port), ADMIN_PASSWORD, LOG_LEVEL: 'warn' },
-    });
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    try {
-      const url = `http://127.0.0.1:${port}`;
-      await waitFor(async () => (await fetch(`${url}/health`).catch(() => null))?.ok, 'the first instance', 60_000);
-      const login = await clientFor(url, null).post('/auth/login', { username: 'admin', password: ADMIN_PASSWORD });
-      const first = clientFor(url, login.body.access_token);
+    const tested = await withServeChild({ ...keys, ...env, NGINX_BIN: wrapper, DATABASE_URL: databaseUrl }, async ({ admin: first, kill }) => {
       const created = await nginx.afterReload(() => first.put(`/proxies/${name}`, { domain, upstream_host: '127.0.0.1', upstream_port: a.port }));
       expect(created.status, created.text).to.equal(201);
       expect((await viaNginx(nginx.httpPort, domain)).body).to.equal('upstream-a');
-      const tested = readFileSync(join(nginx.sitesDir, `${name}.conf`), 'utf8');
+      const applied = readFileSync(join(nginx.sitesDir, `${name}.conf`), 'utf8');
 
       writeFileSync(hold, '');
       void first.put(`/proxies/${name}`, { domain, upstream_host: '127.0.0.1', upstream_port: b.port }).catch(() => undefined);
       await waitFor(() => existsSync(`${hold}.entered`), 'the apply to reach nginx -t');
       // The new block is on disk, untested; nginx still runs the old one.
-      expect(readFileSync(join(nginx.sitesDir, `${name}.conf`), 'utf8')).not.to.equal(tested);
-      child.kill('SIGKILL');
-      await exited;
-      rmSync(hold);
-      expect((await viaNginx(nginx.httpPort, domain)).body).to.equal('upstream-a');
-      return { env: { ...env, ...keys, DATABASE_URL: databaseUrl }, tested };
-    } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }
+      expect(readFileSync(join(nginx.sitesDir, `${name}.conf`), 'utf8')).not.to.equal(applied);
+      await kill();
+      return applied;
+    });
+    rmSync(hold);
+    expect((await viaNginx(nginx.httpPort, domain)).body).to.equal('upstream-a');
+    return { env: { ...env, ...keys, DATABASE_URL: databaseUrl }, tested };
   };
 
   it('leaves nginx on its tested configuration, and the next start applies the proxy and reports it truly', async () => {
